@@ -1,0 +1,259 @@
+"""The thin Python client: numpy, grpcio, protobuf and pillow; no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import struct_pb2
+
+from . import codec
+from ._proto import explainer_pb2 as pb
+from ._proto import explainer_pb2_grpc as pb_grpc
+from .images import ImageLike, to_input
+
+# Message limits are set explicitly on both sides; the server never relies on a raised limit
+# (large tensors arrive in chunks), so the default 4 MiB is also what it sends at most.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+_OUTPUTS = {
+    "attribution": pb.OUTPUT_ATTRIBUTION,
+    "heatmap": pb.OUTPUT_HEATMAP,
+    "overlay": pb.OUTPUT_OVERLAY_PNG,
+    "box": pb.OUTPUT_BOX,
+}
+
+
+class ExplainServeError(Exception):
+    """A call that ended with a gRPC status other than OK."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    arch: str
+    num_classes: int
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    name: str
+    arch: str
+    num_classes: int
+    input_size: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labels: tuple[str, ...]
+    layers: tuple[Layer, ...]
+    default_layer: str
+    methods: tuple[str, ...]
+    devices: tuple[str, ...]
+
+
+@dataclass
+class Explanation:
+    """The explanation of one target class."""
+
+    target: int
+    label: str
+    score: float
+    probability: float
+    attribution: np.ndarray | None = None
+    heatmap: np.ndarray | None = None
+    overlay_png: bytes | None = None
+    box: tuple[int, int, int, int] | None = None  # x_min, y_min, x_max, y_max (inclusive)
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    grid_png: bytes | None = None
+
+
+class Client:
+    """A connection to an ExplainServe server; use it as a context manager."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = 60.0,
+        root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+        token: str | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        channel_options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            *options,
+        ]
+        if root_certificates is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=client_key,
+                certificate_chain=client_certificate,
+            )
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._stub = pb_grpc.ExplainerServiceStub(self._channel)
+        self._timeout = timeout
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    @property
+    def stub(self) -> pb_grpc.ExplainerServiceStub:
+        """The raw generated stub, for calls this class does not wrap."""
+        return self._stub
+
+    def _call_options(self, timeout: float | None, request_id: str | None) -> dict[str, Any]:
+        metadata = self._metadata + ((("x-request-id", request_id),) if request_id else ())
+        return {"timeout": self._timeout if timeout is None else timeout, "metadata": metadata}
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelSummary]:
+        response = _unary(self._stub.ListModels, pb.ListModelsRequest(),
+                          **self._call_options(timeout, None))
+        return [ModelSummary(m.name, m.arch, m.num_classes, tuple(m.devices)) for m in response.models]
+
+    def get_model(self, name: str, *, timeout: float | None = None) -> ModelDescription:
+        info = _unary(self._stub.GetModel, pb.GetModelRequest(name=name),
+                      **self._call_options(timeout, None)).model
+        return ModelDescription(
+            name=info.name, arch=info.arch, num_classes=info.num_classes,
+            input_size=(info.input_channels, info.input_height, info.input_width),
+            mean=tuple(info.mean), std=tuple(info.std), labels=tuple(info.labels),
+            layers=tuple(Layer(l.name, l.type, tuple(l.output_shape)) for l in info.layers),
+            default_layer=info.default_layer, methods=tuple(info.methods),
+            devices=tuple(info.devices),
+        )
+
+    def explain(
+        self,
+        image: ImageLike,
+        model: str = "demo",
+        method: str = "gradcam",
+        targets: Iterable[int] | int | None = None,
+        layer: str | None = None,
+        *,
+        top_k: int = 0,
+        extra_layers: Sequence[str] = (),
+        outputs: Sequence[str] = ("attribution", "heatmap"),
+        overlay: bool = False,
+        box: bool = False,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        **params: Any,
+    ) -> list[Explanation]:
+        """Explain one image; one Explanation per target, in the order the server explains them.
+
+        targets: class indices, or None for the top_k predicted classes (default: the top one).
+        params: the method's parameters, e.g. window=32, stride=2 for occlusion.
+        """
+        request = self.explain_request(image, model, method, targets, layer, top_k=top_k,
+                                       extra_layers=extra_layers, outputs=outputs,
+                                       overlay=overlay, box=box, **params)
+        stream = self._stub.Explain(request, **self._call_options(timeout, request_id))
+        try:
+            return assemble_explanations(stream)
+        except grpc.RpcError as error:
+            raise ExplainServeError(error.code(), error.details()) from None
+
+    @staticmethod
+    def explain_request(
+        image: ImageLike, model: str, method: str, targets: Iterable[int] | int | None = None,
+        layer: str | None = None, *, top_k: int = 0, extra_layers: Sequence[str] = (),
+        outputs: Sequence[str] = ("attribution", "heatmap"), overlay: bool = False,
+        box: bool = False, **params: Any,
+    ) -> pb.ExplainRequest:
+        """Build the ExplainRequest that explain() sends (useful for custom stubs and tests)."""
+        if isinstance(targets, (int, np.integer)):
+            targets = [int(targets)]
+        wanted = list(outputs) + (["overlay"] if overlay else []) + (["box"] if box else [])
+        unknown = [name for name in wanted if name not in _OUTPUTS]
+        if unknown:
+            raise ValueError(f"unknown outputs {unknown}; choose from {sorted(_OUTPUTS)}")
+        parameters = struct_pb2.Struct()
+        parameters.update(_plain(params))
+        return pb.ExplainRequest(
+            model=model, method=method, input=to_input(image),
+            targets=[int(t) for t in targets or ()], top_k=top_k, layer=layer or "",
+            extra_layers=list(extra_layers), parameters=parameters,
+            outputs=[_OUTPUTS[name] for name in dict.fromkeys(wanted)],
+        )
+
+
+def assemble_explanations(responses: Iterable[pb.ExplainResponse]) -> list[Explanation]:
+    """Join a stream of ExplainResponse chunks into one Explanation per target."""
+    by_index: dict[int, Explanation] = {}
+    pending: dict[tuple[int, str], codec.TensorAssembler] = {}
+    for response in responses:
+        explanation = by_index.get(response.target_index)
+        if explanation is None:
+            explanation = by_index[response.target_index] = Explanation(
+                target=response.target, label=response.label, score=response.score,
+                probability=response.probability,
+            )
+        if response.HasField("attribution"):
+            pending.setdefault((response.target_index, "\0attribution"), codec.TensorAssembler()).add(response.attribution)
+        if response.HasField("heatmap"):
+            pending.setdefault((response.target_index, "\0heatmap"), codec.TensorAssembler()).add(response.heatmap)
+        for tensor in response.tensors:
+            pending.setdefault((response.target_index, tensor.name), codec.TensorAssembler()).add(tensor)
+        if response.overlay_png:
+            explanation.overlay_png = response.overlay_png
+        if response.grid_png:
+            explanation.grid_png = response.grid_png
+        if response.HasField("box"):
+            b = response.box
+            explanation.box = (b.x_min, b.y_min, b.x_max, b.y_max)
+    for (index, name), assembler in pending.items():
+        array = assembler.result()
+        if name == "\0attribution":
+            by_index[index].attribution = array
+        elif name == "\0heatmap":
+            by_index[index].heatmap = array
+        else:
+            by_index[index].tensors[name] = array
+    return [by_index[index] for index in sorted(by_index)]
+
+
+def _unary(method: Any, request: Any, **kwargs: Any) -> Any:
+    try:
+        return method(request, **kwargs)
+    except grpc.RpcError as error:
+        raise ExplainServeError(error.code(), error.details()) from None
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Struct holds JSON values: turn numpy scalars and tuples into plain Python."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (tuple, list, np.ndarray)):
+            return [convert(v) for v in value]
+        return value
+    return {key: convert(value) for key, value in params.items()}

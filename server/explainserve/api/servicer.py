@@ -1,0 +1,98 @@
+"""The ExplainerService servicer: decode, submit, encode. No torch math lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from explainserve_client._proto import explainer_pb2 as pb
+from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
+
+from .. import metrics
+from ..errors import ServiceError, Unavailable
+from ..methods.registry import list_methods
+from ..scheduling.engine import Engine
+from . import codec
+
+logger = logging.getLogger(__name__)
+
+
+class Draining:
+    """Set once shutdown begins: new calls are refused with UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
+class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
+    def __init__(self, engine: Engine, devices: list[str], draining: Draining) -> None:
+        self._engine = engine
+        self._devices = devices
+        self._draining = draining
+
+    @asynccontextmanager
+    async def _call(self, rpc: str, context: grpc.aio.ServicerContext, model: str = "",
+                    method: str = "") -> AsyncIterator[None]:
+        """Map errors to statuses in one place and count every call."""
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            if self._draining.active:
+                raise Unavailable("server is shutting down; retry on another replica")
+            yield
+        except ServiceError as error:
+            code = grpc.StatusCode[error.status]
+            if error.retry_after_ms is not None:
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(error.retry_after_ms)),))
+            await context.abort(code, error.message)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            logger.exception("%s failed for model=%s method=%s", rpc, model, method)
+            await context.abort(code, f"internal error in {rpc}; see the server log")
+        finally:
+            status = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            metrics.REQUESTS.labels(rpc=rpc, model=model, method=method, code=status).inc()
+            metrics.REQUEST_DURATION.labels(rpc=rpc, model=model).observe(time.perf_counter() - started)
+
+    async def Explain(self, request: pb.ExplainRequest, context) -> AsyncIterator[pb.ExplainResponse]:
+        async with self._call("Explain", context, request.model, request.method):
+            query = codec.decode_explain(request, context.time_remaining())
+            result = await self._engine.explain(query)
+            responses = list(codec.encode_explain(result, list(request.outputs),
+                                                  self._engine.limits.chunk_bytes))
+        for response in responses:
+            yield response
+
+    async def Maximize(self, request: pb.MaximizeRequest, context) -> AsyncIterator[pb.MaximizeResponse]:
+        async with self._call("Maximize", context, request.model):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Maximize is not implemented yet")
+        yield pb.MaximizeResponse()  # pragma: no cover - unreachable, makes this a generator
+
+    async def Embed(self, requests, context) -> AsyncIterator[pb.EmbedResponse]:
+        async with self._call("Embed", context):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Embed is not implemented yet")
+        yield pb.EmbedResponse()  # pragma: no cover
+
+    async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
+        async with self._call("ListModels", context):
+            return pb.ListModelsResponse(models=[
+                pb.ModelSummary(name=m.name, arch=m.config.arch, num_classes=m.config.num_classes,
+                                devices=self._devices)
+                for m in self._engine.registry
+            ])
+
+    async def GetModel(self, request: pb.GetModelRequest, context) -> pb.GetModelResponse:
+        async with self._call("GetModel", context, request.name):
+            model = self._engine.registry.get(request.name)
+            return pb.GetModelResponse(
+                model=codec.encode_model_info(model, list_methods(), self._devices))

@@ -1,0 +1,136 @@
+"""Wiring: config -> model registry -> worker pool -> grpc.aio server, health, reflection,
+metrics, signals. `serve()` is build, register, bind, start, wait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import grpc
+from explainserve_client._proto import explainer_pb2 as pb
+from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .api.servicer import Draining, ExplainerServicer
+from .config import ServerConfig
+from .errors import Unavailable
+from .models.registry import ModelRegistry
+from .scheduling.batcher import Batcher
+from .scheduling.engine import Engine
+from .workers.pool import WorkerPool, resolve_devices
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExplainerService"].full_name
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class ExplainServer:
+    """One server process: models loaded, workers running, gRPC bound."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port: int | None = None
+        self.draining = Draining()
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._pool: WorkerPool | None = None
+        self._batcher: Batcher | None = None
+
+    async def start(self) -> int:
+        """Load every model, start the workers, bind and start gRPC; returns the bound port."""
+        devices = resolve_devices(self.config.device, self.config.cpu_workers)
+        registry = await asyncio.to_thread(ModelRegistry.load, self.config.models)
+        self._batcher = Batcher({model.name: model.config.batching for model in registry})
+        self._pool = WorkerPool(devices, list(registry), self._batcher)
+        self._pool.start()
+        engine = Engine(registry, self._batcher, self.config.limits)
+        self._server = grpc.aio.server(options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ])
+        pb_grpc.add_ExplainerServiceServicer_to_server(
+            ExplainerServicer(engine, self._pool.devices, self.draining), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        await self._server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        for worker in self._pool.workers:
+            logger.info("worker %s serves models %s", worker.name, ", ".join(worker.replicas))
+        logger.info("serving on %s:%d (limits: %s)", self.config.host, self.port, self.config.limits)
+        return self.port
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING at once, refuse new calls, let in-flight calls finish within the grace."""
+        grace = self.config.grace_period_s if grace is None else grace
+        self.draining.active = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._batcher is not None:
+            self._batcher.fail_all(Unavailable("server shut down"))
+        if self._pool is not None:
+            await self._pool.stop()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(config: ServerConfig) -> None:
+    server = ExplainServer(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    logger.info("signal received; draining for up to %.1fs", config.grace_period_s)
+    await server.stop()
+    logger.info("stopped")
+
+
+class BackgroundServer:
+    """A real server on its own event loop in a daemon thread: for the demo, tests and
+    benchmarks. Use as a context manager; `address` is host:port once entered."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.server = ExplainServer(config)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="explainserve-server")
+
+    @property
+    def address(self) -> str:
+        return f"{self.server.config.host}:{self.server.port}"
+
+    def __enter__(self) -> BackgroundServer:
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=1.0), self._loop).result()
+        self._shutdown_loop()
+
+    def call(self, coroutine):
+        """Run a coroutine on the server's loop (tests use it to reach server state)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _shutdown_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

@@ -1,0 +1,126 @@
+"""`explainserve serve|models|explain|demo`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, LimitsConfig, ServerConfig, load_model_repository
+
+logger = logging.getLogger("explainserve")
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    from .models.builtin import demo_model_config
+    models = load_model_repository(args.models) if args.models else (demo_model_config(),)
+    return ServerConfig(
+        host=args.host, port=args.port, metrics_port=args.metrics_port or None,
+        device=args.device, cpu_workers=args.cpu_workers, grace_period_s=args.grace_period,
+        models=models, limits=LimitsConfig(),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from .app import serve
+    config = build_config(args)
+    if config.metrics_port:
+        start_http_server(config.metrics_port, addr=config.host)
+    asyncio.run(serve(config))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from explainserve_client import Client
+    with Client(args.server) as client:
+        for model in client.list_models():
+            sys.stdout.write(f"{model.name}\t{model.arch}\t{model.num_classes} classes\t"
+                             f"{','.join(model.devices)}\n")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from explainserve_client import Client
+    from explainserve_client.render import heatmap_png
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with Client(args.server, timeout=args.timeout) as client:
+        for image in args.images:
+            explanations = client.explain(image, model=args.model, method=args.method,
+                                          targets=args.target, layer=args.layer,
+                                          top_k=args.top_k, overlay=True)
+            for item in explanations:
+                stem = f"{Path(image).stem}_{args.method}_{item.target}"
+                if item.heatmap is not None:
+                    (out / f"{stem}_heatmap.png").write_bytes(heatmap_png(item.heatmap))
+                if item.overlay_png:
+                    (out / f"{stem}_overlay.png").write_bytes(item.overlay_png)
+                sys.stdout.write(f"{image}\t{args.method}\tclass {item.target} ({item.label})\t"
+                                 f"score {item.score:.4f}\tp {item.probability:.4f}\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo_gallery import run_demo
+    index = run_demo(Path(args.out), device=args.device)
+    sys.stdout.write(f"gallery written to {index}\n")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="explainserve", description=__doc__)
+    root.add_argument("--log-level", default="INFO")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--models", type=Path, help="model repository TOML (default: the demo model)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--metrics-port", type=int, default=9090, help="0 disables metrics")
+    serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    serve.add_argument("--cpu-workers", type=int, default=1)
+    serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    serve.set_defaults(run=cmd_serve)
+
+    models = commands.add_parser("models", help="list the models a server serves")
+    models.add_argument("--server", default="localhost:50051")
+    models.set_defaults(run=cmd_models)
+
+    explain = commands.add_parser("explain", help="explain images; writes heatmap PNGs")
+    explain.add_argument("images", nargs="+")
+    explain.add_argument("--server", default="localhost:50051")
+    explain.add_argument("--model", default="demo")
+    explain.add_argument("--method", default="gradcam")
+    explain.add_argument("--target", type=int, action="append", help="class index (repeatable)")
+    explain.add_argument("--top-k", type=int, default=0)
+    explain.add_argument("--layer")
+    explain.add_argument("--out", default="explanations")
+    explain.add_argument("--timeout", type=float, default=120.0)
+    explain.set_defaults(run=cmd_explain)
+
+    demo = commands.add_parser("demo", help="serve the demo model and write a gallery")
+    demo.add_argument("--out", default="gallery")
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(run=cmd_demo)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        logger.error("%s", error)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "parser"]

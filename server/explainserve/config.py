@@ -1,0 +1,117 @@
+"""Configuration: frozen dataclasses, read from flags and a TOML model repository."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+# ImageNet statistics: the torchvision default for models without their own.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A model repository or flag value that stops start-up; the message names it."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How requests are coalesced (Triton's dynamic batcher: size or oldest-request delay)."""
+
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 256  # rows waiting per model; beyond it RESOURCE_EXHAUSTED
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    arch: str  # "torchvision:<name>" or "python:<module>:<callable>"
+    weights: Path | None
+    num_classes: int
+    input_size: tuple[int, int]  # (H, W)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    labels: Path | None = None
+    default_layer: str | None = None
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what one request may ask for; beyond them INVALID_ARGUMENT."""
+
+    max_image_pixels: int = 40_000_000  # decoded pixels; stops decompression bombs
+    max_encoded_bytes: int = 32 * 1024 * 1024
+    max_targets: int = 16
+    max_smoothgrad_samples: int = 512
+    max_occlusion_positions: int = 20_000
+    max_maximize_steps: int = 4096
+    max_maximize_images: int = 32
+    max_maximize_size: int = 512
+    max_embed_items: int = 100_000
+    chunk_bytes: int = 3 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9090
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cpu_workers: int = 1
+    grace_period_s: float = 10.0
+    models: tuple[ModelConfig, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+
+_MODEL_KEYS = {"arch", "weights", "num_classes", "input_size", "mean", "std", "labels",
+               "default_layer", "max_batch_size", "max_queue_delay_ms", "max_queue_size"}
+
+
+def load_model_repository(path: Path) -> tuple[ModelConfig, ...]:
+    """Read `[models.NAME]` tables; relative file paths are relative to the TOML file."""
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"model repository {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"model repository {path} is not valid TOML: {error}") from None
+    tables = document.get("models")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"model repository {path} has no [models.NAME] tables")
+    base = Path(path).resolve().parent
+    return tuple(_model_config(name, table, base) for name, table in tables.items())
+
+
+def _model_config(name: str, table: dict[str, Any], base: Path) -> ModelConfig:
+    unknown = sorted(set(table) - _MODEL_KEYS)
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown keys {unknown}; valid: {sorted(_MODEL_KEYS)}")
+    for key in ("arch", "num_classes", "input_size"):
+        if key not in table:
+            raise ConfigError(f"model {name!r}: missing required key {key!r}")
+    size = table["input_size"]
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ConfigError(f"model {name!r}: input_size {table['input_size']!r} is not an int or [H, W]")
+
+    def file(key: str) -> Path | None:
+        value = table.get(key)
+        if value is None:
+            return None
+        resolved = (base / value).resolve()
+        if not resolved.is_file():
+            raise ConfigError(f"model {name!r}: {key} file {resolved} does not exist")
+        return resolved
+
+    batching_keys = {f.name for f in fields(BatchingConfig)}
+    batching = BatchingConfig(**{k: table[k] for k in batching_keys if k in table})
+    return ModelConfig(
+        name=name, arch=table["arch"], weights=file("weights"),
+        num_classes=int(table["num_classes"]), input_size=size,
+        mean=tuple(table.get("mean", IMAGENET_MEAN)), std=tuple(table.get("std", IMAGENET_STD)),
+        labels=file("labels"), default_layer=table.get("default_layer"), batching=batching,
+    )

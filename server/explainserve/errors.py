@@ -1,0 +1,61 @@
+"""Errors that carry the gRPC status they end a call with.
+
+Every layer below the servicer raises these (never a proto or a grpc object); the servicer maps
+them to a status in one place. Anything else that escapes is a bug and becomes INTERNAL.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: `status` is the name of a grpc.StatusCode member."""
+
+    status = "INTERNAL"
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+
+class InvalidArgument(ServiceError):
+    status = "INVALID_ARGUMENT"
+
+
+class NotFound(ServiceError):
+    status = "NOT_FOUND"
+
+
+class OutOfRange(ServiceError):
+    status = "OUT_OF_RANGE"
+
+
+class FailedPrecondition(ServiceError):
+    status = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ServiceError):
+    status = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ServiceError):
+    status = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ServiceError):
+    status = "DEADLINE_EXCEEDED"
+
+
+class Cancelled(ServiceError):
+    status = "CANCELLED"
+
+
+class Unauthenticated(ServiceError):
+    status = "UNAUTHENTICATED"
+
+
+def not_found(kind: str, name: str, valid: list[str] | tuple[str, ...], where: str = "") -> NotFound:
+    """A NotFound that names the bad value and lists the valid ones (shortened if many)."""
+    shown = list(valid)[:40]
+    more = f" and {len(valid) - len(shown)} more" if len(valid) > len(shown) else ""
+    return NotFound(f"unknown {kind} {name!r}{where}; valid: {', '.join(shown)}{more}")

@@ -1,0 +1,140 @@
+"""The only module that registers PyTorch hooks.
+
+Every context manager here installs its hooks for one pass and removes them in `finally`, so a
+method that raises half-way leaves the model exactly as it found it, and requests for other
+methods on the same replica never see another method's hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+
+class StopForward(Exception):
+    """Raised inside a forward hook to skip the rest of the network once a layer is reached."""
+
+
+@contextmanager
+def _installed(handles: list[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class Captured:
+    """Outputs of named modules, keyed by name; a module called twice keeps its last output."""
+
+    outputs: dict[str, Tensor] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)  # first time each module finished
+
+
+@contextmanager
+def capture_outputs(
+    modules: dict[str, nn.Module], *, stop_after: str | None = None, for_gradient: bool = False
+) -> Iterator[Captured]:
+    """Record the outputs of `modules` during the forward passes inside the block.
+
+    stop_after: raise StopForward after that module so the layers above it are never computed
+    (the caller catches it). for_gradient: hand the network a fresh grad-requiring leaf in place
+    of each output, so torch.autograd.grad(score, captured) reaches exactly that tensor and no
+    gradient is computed below it; the clone also shields the captured values from a later
+    in-place op (an inplace ReLU after a conv).
+    """
+    captured = Captured()
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: object) -> object:
+            result = None
+            if isinstance(output, Tensor):
+                if for_gradient:
+                    leaf = output.detach().requires_grad_(True)
+                    captured.outputs[name] = leaf
+                    result = leaf.clone()
+                else:
+                    captured.outputs[name] = output
+            if name not in captured.order:
+                captured.order.append(name)
+            if name == stop_after:
+                raise StopForward(name)
+            return result
+        return hook
+
+    for name, module in modules.items():
+        handles.append(module.register_forward_hook(make_hook(name)))
+    with _installed(handles):
+        yield captured
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes 1{x>0} * max(0, g) (Springenberg et al. 2014, eq. for R^l)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (x > 0).to(grad.dtype)
+
+
+class _DeconvReLU(torch.autograd.Function):
+    """ReLU whose backward passes max(0, g), ignoring the forward mask (Zeiler & Fergus 2014)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return grad.clamp(min=0)
+
+
+RELU_RULES: dict[str, type[torch.autograd.Function]] = {
+    "guided": _GuidedReLU,
+    "deconvnet": _DeconvReLU,
+}
+
+
+@contextmanager
+def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
+    """Replace the backward of every nn.ReLU module with `rule` for the passes in the block.
+
+    The pre-hook keeps the ReLU's input before the module runs (an inplace ReLU would overwrite
+    it, and resnet reuses one inplace ReLU module twice per block), and the forward hook
+    returns the rule's ReLU of that input in place of the module's output. No module is
+    swapped, and each call of a shared module gets its own saved input.
+    """
+    function = RELU_RULES[rule]
+    pending: dict[int, list[Tensor]] = {}
+    handles = []
+
+    def keep_input(module: nn.Module, args: tuple) -> tuple:
+        pending.setdefault(id(module), []).append(args[0])
+        return (args[0].clone(),)  # the module may work in place on the clone only
+
+    def apply_rule(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
+        return function.apply(pending[id(module)].pop())
+
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            handles.append(module.register_forward_pre_hook(keep_input))
+            handles.append(module.register_forward_hook(apply_rule))
+    with _installed(handles):
+        yield
+
+
+def named_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
+    """Look modules up by their named_modules() path only (never getattr on client input)."""
+    table = dict(model.named_modules())
+    return {name: table[name] for name in names}

@@ -1,0 +1,73 @@
+"""Decode client images safely and apply a model's preprocessing.
+
+Only PNG, JPEG and WebP are decoded, and the pixel count is checked from the header before any
+pixel is decoded, so a decompression bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InvalidArgument
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Bytes -> RGB PIL image, or InvalidArgument saying what is wrong with them."""
+    if not data:
+        raise InvalidArgument("input.encoded_image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidArgument(
+                    f"image of {width}x{height} = {width * height} pixels exceeds the limit of "
+                    f"{max_pixels} pixels"
+                )
+            image.load()
+    except InvalidArgument:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidArgument(
+            f"input.encoded_image ({len(data)} bytes, starting {data[:8]!r}) is not a "
+            f"{', '.join(ALLOWED_FORMATS)} image"
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as error:
+        raise InvalidArgument(f"input.encoded_image is corrupt or truncated: {error}") from None
+    return image.convert("RGB")
+
+
+def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Scale the shorter side to fit, then centre-crop to (H, W): the torchvision recipe."""
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if scaled != image.size:
+        image = image.resize(scaled, Image.Resampling.BILINEAR)
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def normalize(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """RGB image -> float32 [C, H, W] tensor, (x/255 - mean) / std per channel."""
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    mean_array = np.asarray(mean, dtype=np.float32)
+    std_array = np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(((pixels - mean_array) / std_array).transpose(2, 0, 1).copy())
+
+
+def denormalize(tensor: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float [C, H, W] in model space -> uint8 [H, W, C] picture (clipped to valid pixels)."""
+    mean_t = torch.tensor(mean, dtype=tensor.dtype)[:, None, None]
+    std_t = torch.tensor(std, dtype=tensor.dtype)[:, None, None]
+    pixels = (tensor.detach().cpu() * std_t + mean_t).clamp(0, 1)
+    return (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

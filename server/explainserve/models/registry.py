@@ -1,0 +1,174 @@
+"""Load the model repository: build each architecture, load its weights safely, describe it.
+
+Weights come from safetensors or a state_dict read with `torch.load(weights_only=True)`; a
+pickled module is never loaded. Layer names are looked up only among `named_modules()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from ..config import ConfigError, ModelConfig
+from ..errors import not_found
+from ..methods import hooks
+from ..methods.base import ModelFacts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerDescription:
+    name: str
+    type: str
+    output_shape: tuple[int, ...]  # for one input, without the batch dimension
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model as loaded on the CPU, before it is copied to the devices."""
+
+    config: ModelConfig
+    module: nn.Module
+    labels: tuple[str, ...]
+    layers: tuple[LayerDescription, ...]
+    default_layer: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (len(self.config.mean), *self.config.input_size)
+
+    @property
+    def facts(self) -> ModelFacts:
+        return ModelFacts(
+            name=self.name, num_classes=self.config.num_classes, input_size=self.input_shape,
+            layer_shapes={layer.name: layer.output_shape for layer in self.layers},
+            layer_types={layer.name: layer.type for layer in self.layers},
+        )
+
+    def check_layer(self, name: str) -> LayerDescription:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise not_found("layer", name, [l.name for l in self.layers], f" of model {self.name!r}")
+
+
+def build_module(config: ModelConfig) -> nn.Module:
+    kind, _, target = config.arch.partition(":")
+    if kind == "torchvision":
+        if target not in torchvision.models.list_models():
+            raise ConfigError(f"model {config.name!r}: unknown torchvision architecture {target!r}")
+        return torchvision.models.get_model(target, weights=None, num_classes=config.num_classes)
+    if kind == "python":
+        module_name, _, attribute = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ConfigError(f"model {config.name!r}: cannot import {target!r}: {error}") from None
+        takes_classes = "num_classes" in inspect.signature(factory).parameters
+        return factory(num_classes=config.num_classes) if takes_classes else factory()
+    raise ConfigError(
+        f"model {config.name!r}: arch {config.arch!r} must start with 'torchvision:' or 'python:'"
+    )
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"weights file {path} does not hold a state_dict")
+    return state
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    module = build_module(config)
+    if config.weights is not None:
+        try:
+            module.load_state_dict(load_state_dict(config.weights), strict=True)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise ConfigError(f"model {config.name!r}: weights {config.weights} do not fit: "
+                              f"{str(error).strip()[:2000]}") from None
+    # A serving replica never trains: eval mode (BatchNorm statistics, no dropout) and frozen
+    # parameters, so explanation backward passes compute input or layer gradients only.
+    module.eval().requires_grad_(False)
+    layers = describe_layers(module, (len(config.mean), *config.input_size))
+    labels = read_labels(config)
+    default_layer = config.default_layer or last_spatial_layer(layers)
+    if default_layer not in {layer.name for layer in layers}:
+        raise ConfigError(f"model {config.name!r}: default_layer {default_layer!r} is not a module path")
+    logger.info("loaded model %s (%s, %d classes, default layer %s)",
+                config.name, config.arch, config.num_classes, default_layer)
+    return LoadedModel(config, module, labels, layers, default_layer)
+
+
+def describe_layers(module: nn.Module, input_shape: tuple[int, int, int]) -> tuple[LayerDescription, ...]:
+    """Every named module with a tensor output, in the order the forward pass finishes them."""
+    modules = {name: m for name, m in module.named_modules() if name}
+    with torch.no_grad(), hooks.capture_outputs(modules) as captured:
+        logits = module(torch.zeros(1, *input_shape))
+    if logits.ndim != 2:
+        raise ConfigError(f"model output has shape {list(logits.shape)}, expected [N, classes]")
+    return tuple(
+        LayerDescription(name, type(modules[name]).__name__, tuple(captured.outputs[name].shape[1:]))
+        for name in captured.order if name in captured.outputs
+    )
+
+
+def last_spatial_layer(layers: tuple[LayerDescription, ...]) -> str:
+    spatial = [layer.name for layer in layers if is_spatial(layer.output_shape)]
+    if not spatial:
+        raise ConfigError("model has no layer with a spatial output; set default_layer")
+    return spatial[-1]
+
+
+def is_spatial(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and shape[1] * shape[2] > 1
+
+
+def read_labels(config: ModelConfig) -> tuple[str, ...]:
+    if config.labels is None:
+        return tuple(str(index) for index in range(config.num_classes))
+    labels = tuple(line.strip() for line in config.labels.read_text().splitlines() if line.strip())
+    if len(labels) != config.num_classes:
+        raise ConfigError(f"model {config.name!r}: labels file {config.labels} has {len(labels)} "
+                          f"labels for {config.num_classes} classes")
+    return labels
+
+
+class ModelRegistry:
+    """The loaded models by name."""
+
+    def __init__(self, models: list[LoadedModel]) -> None:
+        self._models = {model.name: model for model in models}
+
+    @classmethod
+    def load(cls, configs: tuple[ModelConfig, ...]) -> ModelRegistry:
+        return cls([load_model(config) for config in configs])
+
+    def get(self, name: str) -> LoadedModel:
+        try:
+            return self._models[name]
+        except KeyError:
+            raise not_found("model", name, self.names()) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def __iter__(self):
+        return iter(self._models.values())
+

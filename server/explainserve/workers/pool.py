@@ -1,0 +1,171 @@
+"""One worker per device; each owns a replica of every model there and runs one batch at a time.
+
+The event loop never runs torch math: a worker hands each batch to its own single thread and
+awaits it, so the gRPC layer stays responsive while the device works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from torch import nn
+
+from .. import metrics
+from ..config import ConfigError
+from ..errors import ServiceError, Unavailable
+from ..models.registry import LoadedModel
+from ..scheduling.batcher import Batch, Batcher, Slice
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_devices(spec: str, cpu_workers: int) -> list[torch.device]:
+    """auto: every visible GPU, else CPU workers; cuda: every GPU; cuda:N or cpu: that one."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return [torch.device("cpu")] * max(1, cpu_workers)
+    if spec == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is visible")
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device {spec!r} is not auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or
+                                  (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {spec!r} is not a visible CUDA device")
+    return [device]
+
+
+class Replica:
+    """A model's copy on one device, as kernels see it (methods.base.ModelHandle)."""
+
+    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+        self.device = device
+        self.module: nn.Module = copy.deepcopy(model.module).to(device).eval()
+        self._layers = dict(self.module.named_modules())
+
+    def layer(self, name: str) -> nn.Module:
+        return self._layers[name]
+
+
+class Worker:
+    def __init__(self, index: int, device: torch.device, models: list[LoadedModel],
+                 batcher: Batcher) -> None:
+        self.name = f"{device}#{index}"
+        self.device = device
+        self.replicas = {model.name: Replica(model, device) for model in models}
+        self._batcher = batcher
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{index}")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve(), name=self.name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def _serve(self) -> None:
+        while True:
+            batch = await self._batcher.next_batch()
+            await self._run(batch, batch.slices)
+
+    async def _run(self, batch: Batch, slices: tuple[Slice, ...]) -> None:
+        """Run slices as one pass. An out-of-memory error splits them in halves; any other
+        error is retried job by job so that it fails only the request that caused it."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._compute, batch, slices)
+        except torch.OutOfMemoryError:
+            if len(slices) == 1 and slices[0].stop - slices[0].start == 1:
+                slices[0].job.fail(Unavailable(f"device {self.device} is out of memory; retry"))
+                return
+            logger.warning("out of memory on %s with %d rows; splitting", self.device,
+                           sum(s.stop - s.start for s in slices))
+            for half in _halves(slices):
+                await self._run(batch, half)
+            return
+        except Exception as error:  # noqa: BLE001 - isolate the request that caused it
+            jobs = {piece.job for piece in slices}
+            if len(jobs) > 1:
+                for job in jobs:
+                    await self._run(batch, tuple(s for s in slices if s.job is job))
+                return
+            _fail_with(slices[0].job, error)
+            return
+        metrics.COMPUTE_DURATION.labels(model=batch.model, device=str(self.device)).observe(
+            time.perf_counter() - started)
+        offset = 0
+        for piece in slices:
+            size = piece.stop - piece.start
+            piece.job.deliver(piece.start, {k: v[offset:offset + size] for k, v in outputs.items()})
+            offset += size
+
+    def _compute(self, batch: Batch, slices: tuple[Slice, ...]) -> dict[str, torch.Tensor]:
+        """On the worker thread: gather the rows, run the kernel, bring the outputs to the CPU."""
+        parts = [piece.job.rows.take(piece.start, piece.stop) for piece in slices]
+        inputs = torch.cat([p[0] for p in parts]).to(self.device, non_blocking=True)
+        targets = torch.cat([p[1] for p in parts]).to(self.device, non_blocking=True)
+        outputs = batch.kernel(self.replicas[batch.model], inputs, targets)
+        result = {name: value.detach().to("cpu") for name, value in outputs.items()}
+        if self.device.type == "cuda":
+            metrics.DEVICE_MEMORY.labels(device=str(self.device)).set(
+                torch.cuda.memory_allocated(self.device))
+        return result
+
+
+def _halves(slices: tuple[Slice, ...]) -> list[tuple[Slice, ...]]:
+    """Split a batch's rows into two halves, cutting a slice in two when needed."""
+    rows = [(s.job, r) for s in slices for r in range(s.start, s.stop)]
+    middle = len(rows) // 2
+    return [_regroup(rows[:middle]), _regroup(rows[middle:])]
+
+
+def _regroup(rows: list) -> tuple[Slice, ...]:
+    slices: list[Slice] = []
+    for job, row in rows:
+        if slices and slices[-1].job is job and slices[-1].stop == row:
+            slices[-1] = Slice(job, slices[-1].start, row + 1)
+        else:
+            slices.append(Slice(job, row, row + 1))
+    return tuple(slices)
+
+
+def _fail_with(job, error: Exception) -> None:
+    if isinstance(error, ServiceError):
+        job.fail(error)
+    else:
+        logger.exception("kernel %s failed", job.kernel.key, exc_info=error)
+        job.fail(error)
+
+
+class WorkerPool:
+    """All workers, started and stopped together."""
+
+    def __init__(self, devices: list[torch.device], models: list[LoadedModel], batcher: Batcher):
+        threads = max(1, torch.get_num_threads() // max(1, len(devices)))
+        if all(device.type == "cpu" for device in devices):
+            torch.set_num_threads(threads)  # CPU workers share the cores instead of fighting
+        self.workers = [Worker(i, device, models, batcher) for i, device in enumerate(devices)]
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({str(worker.device) for worker in self.workers})
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(worker.stop() for worker in self.workers))
