@@ -174,11 +174,12 @@ def score_targets(logits: Tensor, targets: Tensor) -> dict[str, Tensor]:
 
 
 def normalize_maps(maps: Tensor) -> Tensor:
-    """Scale each map of a batch [N, H, W] to [0, 1]; a constant map becomes all zeros."""
-    flat = maps.flatten(1)
-    low = flat.min(dim=1).values[:, None, None]
-    span = (flat.max(dim=1).values[:, None, None] - low)
-    return torch.where(span > 0, (maps - low) / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
+    """Scale each map of a batch [N, H, W] to [0, 1] by its maximum, so 0 keeps meaning "no
+    evidence" (min-max scaling would invent evidence where the map is merely smallest).
+    Negative values (evidence against) are clipped; an all-zero map stays zero."""
+    positive = maps.clamp(min=0)
+    peak = positive.flatten(1).max(dim=1).values[:, None, None]
+    return torch.where(peak > 0, positive / peak.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
 
 
 def gradient_heatmap(attribution: Tensor) -> Tensor:

@@ -109,7 +109,7 @@ def load_model(config: ModelConfig) -> LoadedModel:
     layers = describe_layers(module, (len(config.mean), *config.input_size))
     labels = read_labels(config)
     default_layer = config.default_layer or last_spatial_layer(layers)
-    if default_layer not in {layer.name for layer in layers}:
+    if default_layer and default_layer not in {layer.name for layer in layers}:
         raise ConfigError(f"model {config.name!r}: default_layer {default_layer!r} is not a module path")
     logger.info("loaded model %s (%s, %d classes, default layer %s)",
                 config.name, config.arch, config.num_classes, default_layer)
@@ -130,10 +130,10 @@ def describe_layers(module: nn.Module, input_shape: tuple[int, int, int]) -> tup
 
 
 def last_spatial_layer(layers: tuple[LayerDescription, ...]) -> str:
+    """The last layer with a spatial output, or "" for a model without one (layer methods
+    then need an explicit layer)."""
     spatial = [layer.name for layer in layers if is_spatial(layer.output_shape)]
-    if not spatial:
-        raise ConfigError("model has no layer with a spatial output; set default_layer")
-    return spatial[-1]
+    return spatial[-1] if spatial else ""
 
 
 def is_spatial(shape: tuple[int, ...]) -> bool:

@@ -102,6 +102,9 @@ class Engine:
     def _layer(model: LoadedModel, method: MethodSpec, requested: str) -> str:
         if not method.uses_layer:
             return requested
+        if not (requested or model.default_layer):
+            raise InvalidArgument(f"method {method.name!r} needs a layer and model "
+                                  f"{model.name!r} has no default layer; name one")
         layer = model.check_layer(requested or model.default_layer)
         if method.spatial_layer and not is_spatial(layer.output_shape):
             raise InvalidArgument(

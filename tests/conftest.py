@@ -1,0 +1,86 @@
+"""Shared fixtures: real servers on free loopback ports, reached through the real client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from explainserve.app import BackgroundServer
+from explainserve.config import ModelConfig, load_model_repository
+from explainserve_client import Client
+from safetensors.torch import save_file
+from support import running_server
+
+torch.set_num_threads(2)
+
+
+def _random_weights(path: Path, arch: str, num_classes: int, seed: int) -> Path:
+    torch.manual_seed(seed)
+    if arch.startswith("torchvision:"):
+        module = torchvision.models.get_model(arch.split(":")[1], weights=None, num_classes=num_classes)
+    else:
+        import importlib
+        module_name, attribute = arch.split(":")[1:]
+        module = getattr(importlib.import_module(module_name), attribute)(num_classes=num_classes)
+    # Random BatchNorm statistics, so eval-mode BatchNorm is not the identity.
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory) -> tuple[ModelConfig, ...]:
+    """resnet18 and vgg16 with random weights, and the closed-form tiny models."""
+    root = tmp_path_factory.mktemp("models")
+    entries = {
+        "resnet18": ("torchvision:resnet18", 10, 64),
+        "vgg16": ("torchvision:vgg16", 10, 64),
+        "linear": ("python:tiny_models:build_linear", 4, 8),
+        "tiny_cnn": ("python:tiny_models:build_conv_gap_linear", 4, 8),
+    }
+    lines = []
+    for seed, (name, (arch, classes, size)) in enumerate(entries.items()):
+        weights = _random_weights(root / f"{name}.safetensors", arch, classes, seed)
+        lines.append(f'[models.{name}]\narch = "{arch}"\nweights = "{weights.name}"\n'
+                     f"num_classes = {classes}\ninput_size = {size}\n")
+    (root / "models.toml").write_text("\n".join(lines))
+    return load_model_repository(root / "models.toml")
+
+
+@pytest.fixture(scope="session")
+def models_by_name(model_repository) -> dict[str, ModelConfig]:
+    return {config.name: config for config in model_repository}
+
+
+@pytest.fixture(scope="session")
+def server(model_repository) -> Iterator[BackgroundServer]:
+    """One shared server with the torchvision and tiny models."""
+    with running_server(model_repository) as background:
+        yield background
+
+
+@pytest.fixture
+def client(server) -> Iterator[Client]:
+    with Client(server.address, timeout=120) as connection:
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[BackgroundServer]:
+    from explainserve.models.builtin import demo_model_config
+    with running_server((demo_model_config(),)) as background:
+        yield background
+
+
+@pytest.fixture
+def demo_client(demo_server) -> Iterator[Client]:
+    with Client(demo_server.address, timeout=120) as connection:
+        yield connection
+
+

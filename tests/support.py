@@ -1,0 +1,35 @@
+"""Helpers tests import: a real server on a free port, and independent reference models."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from explainserve.app import BackgroundServer
+from explainserve.config import ModelConfig, ServerConfig
+from explainserve.models.registry import build_module, load_state_dict
+
+
+@contextlib.contextmanager
+def running_server(models: tuple[ModelConfig, ...], **options) -> Iterator[BackgroundServer]:
+    """A real server on a free loopback port (port 0), stopped on exit."""
+    config = ServerConfig(host="127.0.0.1", port=0, metrics_port=None, device="cpu",
+                          models=models, **options)
+    with BackgroundServer(config) as server:
+        yield server
+
+
+def reference_module(config: ModelConfig) -> torch.nn.Module:
+    """The same network and weights as the server loads, built independently for references."""
+    module = build_module(config)
+    if config.weights is not None:
+        module.load_state_dict(load_state_dict(config.weights))
+    return module.eval()
+
+
+def relative_l2(actual, expected) -> float:
+    """||a - e|| / ||e||, the error measure the exactness tests bound."""
+    actual = torch.as_tensor(actual, dtype=torch.float64)
+    expected = torch.as_tensor(expected, dtype=torch.float64)
+    return float((actual - expected).norm() / expected.norm().clamp_min(1e-30))
