@@ -14,8 +14,8 @@ from explainserve.models.registry import build_module, load_state_dict
 @contextlib.contextmanager
 def running_server(models: tuple[ModelConfig, ...], **options) -> Iterator[BackgroundServer]:
     """A real server on a free loopback port (port 0), stopped on exit."""
-    config = ServerConfig(host="127.0.0.1", port=0, metrics_port=None, device="cpu",
-                          models=models, **options)
+    settings = {"host": "127.0.0.1", "port": 0, "metrics_port": None, "device": "cpu", **options}
+    config = ServerConfig(models=models, **settings)
     with BackgroundServer(config) as server:
         yield server
 

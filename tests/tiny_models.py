@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 
@@ -57,3 +59,20 @@ def build_linear(num_classes: int = 4) -> nn.Module:
 
 def build_conv_gap_linear(num_classes: int = 4) -> nn.Module:
     return ConvGapLinear(num_classes)
+
+
+class SlowModel(nn.Module):
+    """ConvGapLinear that sleeps in every forward pass, to keep a worker busy in tests."""
+
+    def __init__(self, num_classes: int = 4, seconds: float = 0.4) -> None:
+        super().__init__()
+        self.inner = ConvGapLinear(num_classes)
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.inner(x)
+
+
+def build_slow(num_classes: int = 4) -> nn.Module:
+    return SlowModel(num_classes)

@@ -13,7 +13,9 @@ from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
+from .api import transport
 from .api.servicer import Draining, ExplainerServicer
 from .config import ServerConfig
 from .errors import Unavailable
@@ -25,7 +27,7 @@ from .workers.pool import WorkerPool, resolve_devices
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExplainerService"].full_name
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_MESSAGE_BYTES = transport.MAX_MESSAGE_BYTES
 
 
 class ExplainServer:
@@ -39,30 +41,41 @@ class ExplainServer:
         self._server: grpc.aio.Server | None = None
         self._pool: WorkerPool | None = None
         self._batcher: Batcher | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
+        self._metrics_http = None
+        self.metrics_port: int | None = None
 
     async def start(self) -> int:
         """Load every model, start the workers, bind and start gRPC; returns the bound port."""
         devices = resolve_devices(self.config.device, self.config.cpu_workers)
         registry = await asyncio.to_thread(ModelRegistry.load, self.config.models)
         self._batcher = Batcher({model.name: model.config.batching for model in registry})
-        self._pool = WorkerPool(devices, list(registry), self._batcher)
+        self._pool = WorkerPool(devices, list(registry), self._batcher, self.config.faults)
         self._pool.start()
         engine = Engine(registry, self._batcher, self.config.limits)
-        self._server = grpc.aio.server(options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ])
+        self._server = grpc.aio.server(options=transport.server_options(self.config),
+                                       interceptors=transport.interceptors(self.config.security))
         pb_grpc.add_ExplainerServiceServicer_to_server(
             ExplainerServicer(engine, self._pool.devices, self.draining), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
-        self.port = self._server.add_insecure_port(f"{self.config.host}:{self.config.port}")
+        self.port = transport.bind(self._server, f"{self.config.host}:{self.config.port}",
+                                   self.config.security)
         await self._server.start()
+        if self.config.health_port is not None:
+            self._health_server, self.health_port = await transport.start_health_server(
+                self._health, self.config.host, self.config.health_port)
+        if self.config.metrics_port is not None:
+            self._metrics_http, _ = start_http_server(self.config.metrics_port, addr=self.config.host)
+            self.metrics_port = self._metrics_http.server_port
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         for worker in self._pool.workers:
             logger.info("worker %s serves models %s", worker.name, ", ".join(worker.replicas))
-        logger.info("serving on %s:%d (limits: %s)", self.config.host, self.port, self.config.limits)
+        logger.info("serving on %s:%d, %s, health port %s (limits: %s)", self.config.host,
+                    self.port, transport.describe(self.config.security), self.health_port or "-",
+                    self.config.limits)
         return self.port
 
     async def _set_health(self, status: int) -> None:
@@ -80,6 +93,10 @@ class ExplainServer:
             self._batcher.fail_all(Unavailable("server shut down"))
         if self._pool is not None:
             await self._pool.stop()
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
 
     async def wait(self) -> None:
         if self._server is not None:

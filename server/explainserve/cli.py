@@ -8,7 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, LimitsConfig, ServerConfig, load_model_repository
+from .config import (ConfigError, LimitsConfig, SecurityConfig, ServerConfig,
+                     load_model_repository)
+
+from .logs import configure_logging
 
 logger = logging.getLogger("explainserve")
 
@@ -19,18 +22,24 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=args.port, metrics_port=args.metrics_port or None,
         device=args.device, cpu_workers=args.cpu_workers, grace_period_s=args.grace_period,
-        models=models, limits=LimitsConfig(),
+        models=models, limits=LimitsConfig(), security=security_config(args),
+        max_connection_age_s=args.max_connection_age,
+        max_connection_age_grace_s=args.max_connection_age_grace,
+        health_port=args.health_port or None,
+    )
+
+
+def security_config(args: argparse.Namespace) -> SecurityConfig:
+    from .api.auth import load_tokens, open_service_names
+    return SecurityConfig(
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        tokens=load_tokens(args.auth_token_file), open_services=open_service_names(args.auth_open),
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
     from .app import serve
-    config = build_config(args)
-    if config.metrics_port:
-        start_http_server(config.metrics_port, addr=config.host)
-    asyncio.run(serve(config))
+    asyncio.run(serve(build_config(args)))
     return 0
 
 
@@ -75,6 +84,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="explainserve", description=__doc__)
     root.add_argument("--log-level", default="INFO")
+    root.add_argument("--log-format", choices=["text", "json"], default="text",
+                      help="json: one object per line with a request_id field")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
@@ -85,6 +96,25 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     serve.add_argument("--cpu-workers", type=int, default=1)
     serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    serve.add_argument("--max-connection-age", type=float, metavar="SECONDS",
+                       help="close client connections at this age so clients rebalance over "
+                            "new replicas (default: never)")
+    serve.add_argument("--max-connection-age-grace", type=float, metavar="SECONDS",
+                       help="time calls on an aged connection get to finish (default: --grace-period)")
+    serve.add_argument("--health-port", type=int, default=0,
+                       help="also serve grpc.health.v1 alone, plaintext, on this port (for "
+                            "kubelet probes when TLS is on); 0 disables")
+    security = serve.add_argument_group("security")
+    security.add_argument("--tls-cert", type=Path, help="PEM certificate chain; enables TLS")
+    security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", type=Path,
+                          help="PEM CA bundle; clients must present a certificate it signed (mTLS)")
+    security.add_argument("--auth-token-file", type=Path,
+                          help="bearer tokens, one per line; tokens in $EXPLAINSERVE_AUTH_TOKENS "
+                               "(comma-separated) count too; any token enables auth")
+    security.add_argument("--auth-open", nargs="*", default=["health"], metavar="SERVICE",
+                          choices=["health", "reflection"],
+                          help="services reachable without a token (default: health)")
     serve.set_defaults(run=cmd_serve)
 
     models = commands.add_parser("models", help="list the models a server serves")
@@ -112,8 +142,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         return args.run(args)
     except ConfigError as error:

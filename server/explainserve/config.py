@@ -22,7 +22,10 @@ class BatchingConfig:
 
     max_batch_size: int = 32
     max_queue_delay_ms: float = 2.0
-    max_queue_size: int = 256  # rows waiting per model; beyond it RESOURCE_EXHAUSTED
+    max_queue_size: int = 256  # requests waiting per model; beyond it RESOURCE_EXHAUSTED
+    # A job of many rows (occlusion, SmoothGrad) gets at most this much device time per batch,
+    # sized from the measured time per row, so small requests beside it keep a bounded latency.
+    max_chunk_ms: float = 50.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,26 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class FaultInjection:
+    """Test-only switches that provoke the failures the worker pool must survive."""
+
+    oom_above_rows: int | None = None  # batches with more rows raise torch.OutOfMemoryError
+    poison_value: float | None = None  # a row whose first element equals it fails its batch
+    kill_value: float | None = None  # a row whose first element equals it kills the worker
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """TLS, mutual TLS and bearer tokens; all off by default (plaintext, no auth)."""
+
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # set: clients must present a certificate it signed
+    tokens: tuple[str, ...] = field(default=(), repr=False)  # never logged
+    open_services: tuple[str, ...] = ("grpc.health.v1.Health",)  # reachable without a token
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -65,10 +88,18 @@ class ServerConfig:
     grace_period_s: float = 10.0
     models: tuple[ModelConfig, ...] = ()
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    faults: FaultInjection | None = None  # tests only
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    # Connections close after this age (plus the grace for calls on them), so clients
+    # re-resolve and spread over replicas added by a scale-up. None: never.
+    max_connection_age_s: float | None = None
+    max_connection_age_grace_s: float | None = None
+    health_port: int | None = None  # a plaintext health-only port, for probes when TLS is on
 
 
 _MODEL_KEYS = {"arch", "weights", "num_classes", "input_size", "mean", "std", "labels",
-               "default_layer", "max_batch_size", "max_queue_delay_ms", "max_queue_size"}
+               "default_layer", "max_batch_size", "max_queue_delay_ms", "max_queue_size",
+               "max_chunk_ms"}
 
 
 def load_model_repository(path: Path) -> tuple[ModelConfig, ...]:

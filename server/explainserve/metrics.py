@@ -29,3 +29,5 @@ REJECTED = Counter(
     "explainserve_rejected", "Jobs refused or dropped before reaching a device.", ["reason"])
 DEVICE_MEMORY = Gauge(
     "explainserve_device_memory_bytes", "Memory allocated on the device by tensors.", ["device"])
+WORKER_RESTARTS = Counter(
+    "explainserve_worker_restarts", "Workers replaced after a fatal error.", ["device"])

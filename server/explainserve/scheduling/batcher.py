@@ -77,9 +77,13 @@ class Slice:
 
 @dataclass(frozen=True)
 class Batch:
-    model: str
+    queue_key: tuple[str, Hashable]  # (model, kernel key)
     kernel: Kernel
     slices: tuple[Slice, ...]
+
+    @property
+    def model(self) -> str:
+        return self.queue_key[0]
 
     @property
     def size(self) -> int:
@@ -93,8 +97,8 @@ class Batcher:
         self._batching = batching
         self._queues: dict[tuple[str, Hashable], deque[Job]] = {}
         self._queued_jobs: dict[str, int] = {name: 0 for name in batching}
+        self._row_seconds: dict[tuple[str, Hashable], float] = {}
         self._changed = asyncio.Event()
-        self.closed = False
 
     def submit(self, job: Job) -> None:
         """Queue a job, or answer RESOURCE_EXHAUSTED when its model's queue is full."""
@@ -111,48 +115,71 @@ class Batcher:
         self._changed.set()
 
     async def next_batch(self) -> Batch:
-        """Wait for the next batch that is due: full, or its oldest row has waited long enough."""
+        """Wait for the next batch that is due: full, or its oldest row has waited long enough.
+
+        Among the queues that are due, the one whose head has waited longest goes first."""
         while True:
             self._changed.clear()
             now = time.monotonic()
             self._drop_finished(now)
-            due_at, queue_key = self._oldest_queue()
-            if queue_key is not None:
+            earliest_due = float("inf")
+            chosen = None
+            for queue_key, queue in self._queues.items():
+                if not queue:
+                    continue
                 config = self._batching[queue_key[0]]
-                waiting = sum(job.remaining for job in self._queues[queue_key])
-                if waiting >= config.max_batch_size or now >= due_at:
-                    return self._take(queue_key, config.max_batch_size, now)
-            timeout = None if queue_key is None else max(0.0, due_at - now)
+                due = queue[0].ready_since + config.max_queue_delay_ms / 1000
+                full = self._rows_available(queue_key, queue) >= config.max_batch_size
+                if (full or now >= due) and (chosen is None or due < chosen[0]):
+                    chosen = (due, queue_key)
+                earliest_due = min(earliest_due, due)
+            if chosen is not None:
+                return self._take(chosen[1], now)
+            timeout = None if earliest_due == float("inf") else max(0.0, earliest_due - now)
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
 
-    def _oldest_queue(self) -> tuple[float, tuple[str, Hashable] | None]:
-        best: tuple[float, tuple[str, Hashable] | None] = (float("inf"), None)
-        for key, queue in self._queues.items():
-            if queue:
-                due = queue[0].ready_since + self._batching[key[0]].max_queue_delay_ms / 1000
-                best = min(best, (due, key), key=lambda pair: pair[0])
-        return best
+    def record_compute(self, batch: Batch, seconds: float) -> None:
+        """Workers report each batch's device time; it sizes the chunks of many-row jobs."""
+        per_row = seconds / max(1, batch.size)
+        previous = self._row_seconds.get(batch.queue_key)
+        self._row_seconds[batch.queue_key] = per_row if previous is None else 0.8 * previous + 0.2 * per_row
 
-    def _take(self, queue_key: tuple[str, Hashable], limit: int, now: float) -> Batch:
+    def _chunk_rows(self, queue_key: tuple[str, Hashable]) -> int:
+        """Rows one job may put into one batch: as many as fit the chunk time budget, so a
+        job of thousands of rows never holds a device for long (DESIGN: device-sized chunks)."""
+        config = self._batching[queue_key[0]]
+        per_row = self._row_seconds.get(queue_key)
+        if per_row is None or per_row <= 0:
+            return config.max_batch_size
+        return max(1, min(config.max_batch_size, int(config.max_chunk_ms / 1000 / per_row)))
+
+    def _rows_available(self, queue_key: tuple[str, Hashable], queue: deque[Job]) -> int:
+        chunk = self._chunk_rows(queue_key)
+        return sum(min(job.remaining, chunk) for job in queue)
+
+    def _take(self, queue_key: tuple[str, Hashable], now: float) -> Batch:
         queue = self._queues[queue_key]
+        limit = self._batching[queue_key[0]].max_batch_size
+        chunk = self._chunk_rows(queue_key)
         slices = []
         taken = 0
-        while queue and taken < limit:
-            job = queue[0]
-            count = min(job.remaining, limit - taken)
+        for job in list(queue):
+            if taken >= limit:
+                break
+            count = min(job.remaining, chunk, limit - taken)
             slices.append(Slice(job, job.next_row, job.next_row + count))
             job.next_row += count
             taken += count
-            queue.popleft()
+            queue.remove(job)
             if job.remaining:
                 job.ready_since = now  # back of the line: let others in before its next chunk
                 queue.append(job)
             else:
                 self._dequeued(job)
-        batch = Batch(queue_key[0], slices[0].job.kernel, tuple(slices))
+        batch = Batch(queue_key, slices[0].job.kernel, tuple(slices))
         for piece in slices:
             if piece.start == 0:
                 metrics.QUEUE_DURATION.labels(model=batch.model).observe(now - piece.job.submitted_at)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 
 from .. import metrics
-from ..config import ConfigError
-from ..errors import ServiceError, Unavailable
+from ..config import ConfigError, FaultInjection
+from ..errors import ResourceExhausted, ServiceError, Unavailable
 from ..models.registry import LoadedModel
 from ..scheduling.batcher import Batch, Batcher, Slice
 
@@ -56,18 +58,25 @@ class Replica:
         return self._layers[name]
 
 
+class WorkerDied(Exception):
+    """The worker cannot go on (a fatal device error, or injected by a test); the pool
+    replaces it and its in-flight requests end with UNAVAILABLE."""
+
+
 class Worker:
     def __init__(self, index: int, device: torch.device, models: list[LoadedModel],
-                 batcher: Batcher) -> None:
+                 batcher: Batcher, faults: FaultInjection | None = None) -> None:
+        self.index = index
         self.name = f"{device}#{index}"
         self.device = device
         self.replicas = {model.name: Replica(model, device) for model in models}
         self._batcher = batcher
+        self._faults = faults
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"worker-{index}")
         self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._serve(), name=self.name)
+    def start(self, on_death: Callable[[Worker], None]) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve(on_death), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,10 +84,18 @@ class Worker:
             await asyncio.gather(self._task, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def _serve(self) -> None:
+    async def _serve(self, on_death: Callable[[Worker], None]) -> None:
         while True:
             batch = await self._batcher.next_batch()
-            await self._run(batch, batch.slices)
+            try:
+                await self._run(batch, batch.slices)
+            except WorkerDied as death:
+                logger.error("worker %s died: %s", self.name, death)
+                for job in {piece.job for piece in batch.slices}:
+                    job.fail(Unavailable(f"worker {self.name} failed while running this request; retry"))
+                self._executor.shutdown(wait=False)
+                on_death(self)
+                return
 
     async def _run(self, batch: Batch, slices: tuple[Slice, ...]) -> None:
         """Run slices as one pass. An out-of-memory error splits them in halves; any other
@@ -87,9 +104,12 @@ class Worker:
         started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._compute, batch, slices)
+        except WorkerDied:
+            raise
         except torch.OutOfMemoryError:
-            if len(slices) == 1 and slices[0].stop - slices[0].start == 1:
-                slices[0].job.fail(Unavailable(f"device {self.device} is out of memory; retry"))
+            if sum(s.stop - s.start for s in slices) == 1:
+                slices[0].job.fail(ResourceExhausted(
+                    f"device {self.device} is out of memory for a single row; retry later"))
                 return
             logger.warning("out of memory on %s with %d rows; splitting", self.device,
                            sum(s.stop - s.start for s in slices))
@@ -97,15 +117,18 @@ class Worker:
                 await self._run(batch, half)
             return
         except Exception as error:  # noqa: BLE001 - isolate the request that caused it
-            jobs = {piece.job for piece in slices}
+            jobs = list(dict.fromkeys(piece.job for piece in slices))
             if len(jobs) > 1:
                 for job in jobs:
                     await self._run(batch, tuple(s for s in slices if s.job is job))
                 return
-            _fail_with(slices[0].job, error)
+            if not isinstance(error, ServiceError):
+                logger.error("kernel %s failed: %r", batch.kernel.key, error, exc_info=error)
+            jobs[0].fail(error)
             return
-        metrics.COMPUTE_DURATION.labels(model=batch.model, device=str(self.device)).observe(
-            time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._batcher.record_compute(batch, elapsed)
+        metrics.COMPUTE_DURATION.labels(model=batch.model, device=str(self.device)).observe(elapsed)
         offset = 0
         for piece in slices:
             size = piece.stop - piece.start
@@ -115,14 +138,32 @@ class Worker:
     def _compute(self, batch: Batch, slices: tuple[Slice, ...]) -> dict[str, torch.Tensor]:
         """On the worker thread: gather the rows, run the kernel, bring the outputs to the CPU."""
         parts = [piece.job.rows.take(piece.start, piece.stop) for piece in slices]
-        inputs = torch.cat([p[0] for p in parts]).to(self.device, non_blocking=True)
-        targets = torch.cat([p[1] for p in parts]).to(self.device, non_blocking=True)
-        outputs = batch.kernel(self.replicas[batch.model], inputs, targets)
+        inputs = torch.cat([p[0] for p in parts])
+        targets = torch.cat([p[1] for p in parts])
+        if self._faults is not None:
+            _inject(self._faults, inputs)
+        inputs = inputs.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        try:
+            outputs = batch.kernel(self.replicas[batch.model], inputs, targets)
+        except torch.AcceleratorError as error:
+            raise WorkerDied(f"device error on {self.device}: {error}") from error
         result = {name: value.detach().to("cpu") for name, value in outputs.items()}
         if self.device.type == "cuda":
             metrics.DEVICE_MEMORY.labels(device=str(self.device)).set(
                 torch.cuda.memory_allocated(self.device))
         return result
+
+
+def _inject(faults: FaultInjection, inputs: torch.Tensor) -> None:
+    """Test-only failures, decided from the batch's rows (see config.FaultInjection)."""
+    firsts = inputs.flatten(1)[:, 0].tolist()
+    if faults.kill_value is not None and faults.kill_value in firsts:
+        raise WorkerDied("fault injection: kill_value seen")
+    if faults.poison_value is not None and faults.poison_value in firsts:
+        raise ValueError("fault injection: poison_value seen")
+    if faults.oom_above_rows is not None and len(firsts) > faults.oom_above_rows:
+        raise torch.OutOfMemoryError(f"fault injection: {len(firsts)} rows > {faults.oom_above_rows}")
 
 
 def _halves(slices: tuple[Slice, ...]) -> list[tuple[Slice, ...]]:
@@ -142,22 +183,19 @@ def _regroup(rows: list) -> tuple[Slice, ...]:
     return tuple(slices)
 
 
-def _fail_with(job, error: Exception) -> None:
-    if isinstance(error, ServiceError):
-        job.fail(error)
-    else:
-        logger.exception("kernel %s failed", job.kernel.key, exc_info=error)
-        job.fail(error)
-
-
 class WorkerPool:
-    """All workers, started and stopped together."""
+    """All workers, started and stopped together; a worker that dies is replaced."""
 
-    def __init__(self, devices: list[torch.device], models: list[LoadedModel], batcher: Batcher):
-        threads = max(1, torch.get_num_threads() // max(1, len(devices)))
+    def __init__(self, devices: list[torch.device], models: list[LoadedModel], batcher: Batcher,
+                 faults: FaultInjection | None = None) -> None:
         if all(device.type == "cpu" for device in devices):
-            torch.set_num_threads(threads)  # CPU workers share the cores instead of fighting
-        self.workers = [Worker(i, device, models, batcher) for i, device in enumerate(devices)]
+            # CPU workers share the cores instead of each spawning a thread per core.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
+        self._models = models
+        self._batcher = batcher
+        self._faults = faults
+        self.workers = [Worker(i, device, models, batcher, faults) for i, device in enumerate(devices)]
+        self.restarts = 0
 
     @property
     def devices(self) -> list[str]:
@@ -165,7 +203,15 @@ class WorkerPool:
 
     def start(self) -> None:
         for worker in self.workers:
-            worker.start()
+            worker.start(self._replace)
+
+    def _replace(self, dead: Worker) -> None:
+        replacement = Worker(dead.index, dead.device, self._models, self._batcher, self._faults)
+        self.workers[self.workers.index(dead)] = replacement
+        self.restarts += 1
+        metrics.WORKER_RESTARTS.labels(device=str(dead.device)).inc()
+        logger.warning("replaced worker %s", dead.name)
+        replacement.start(self._replace)
 
     async def stop(self) -> None:
         await asyncio.gather(*(worker.stop() for worker in self.workers))
