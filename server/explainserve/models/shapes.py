@@ -54,26 +54,25 @@ def _heart(points: int = 64) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-def _normalised(outline: np.ndarray) -> np.ndarray:
-    """Centre on the bounding box and scale to circumradius 1, so 'diameter' means the same
-    thing for every class and placement can reason about circumcircles only."""
-    centred = outline - (outline.min(axis=0) + outline.max(axis=0)) / 2
-    return centred / np.linalg.norm(centred, axis=1).max()
+def _shape(outline: np.ndarray, *holes: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Centre on the outline's bounding box and scale to circumradius 1, so 'diameter' means
+    the same for every class and placement only has to reason about circumcircles."""
+    centre = (outline.min(axis=0) + outline.max(axis=0)) / 2
+    scale = np.linalg.norm(outline - centre, axis=1).max()
+    return tuple((polygon - centre) / scale for polygon in (outline, *holes))
 
 
 # Each class is a filled outline followed by holes (only the ring has one).
 _OUTLINES: dict[str, tuple[np.ndarray, ...]] = {
-    "circle": (_regular_polygon(64),),
-    "square": (_regular_polygon(4, 45.0),),
-    "triangle": (_regular_polygon(3),),
-    "star": (_star(),),
-    "cross": (_cross(),),
-    "ring": (_regular_polygon(64), 0.55 * _regular_polygon(64)),
-    "hexagon": (_regular_polygon(6),),
-    "heart": (_heart(),),
+    "circle": _shape(_regular_polygon(64)),
+    "square": _shape(_regular_polygon(4, 45.0)),
+    "triangle": _shape(_regular_polygon(3)),
+    "star": _shape(_star()),
+    "cross": _shape(_cross()),
+    "ring": _shape(_regular_polygon(64), 0.55 * _regular_polygon(64)),
+    "hexagon": _shape(_regular_polygon(6)),
+    "heart": _shape(_heart()),
 }
-_OUTLINES = {name: tuple(_normalised(p) if i == 0 else p for i, p in enumerate(polys))
-             for name, polys in _OUTLINES.items()}
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
