@@ -76,3 +76,31 @@ class SlowModel(nn.Module):
 
 def build_slow(num_classes: int = 4) -> nn.Module:
     return SlowModel(num_classes)
+
+
+class GuardedReLU(nn.ReLU):
+    """A ReLU that raises on inputs above `limit`: a failure inside a hooked module, after its
+    forward pre-hooks ran and before its forward hooks run."""
+
+    limit = 1e4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.abs() > self.limit).any()):
+            raise ValueError("activation overflow")
+        return super().forward(x)
+
+
+class RaisesInsideReLU(ConvGapLinear):
+    """ConvGapLinear whose ReLU raises for huge inputs: a forward pass that fails mid-way."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__(num_classes)
+        self.relu = GuardedReLU()
+
+
+class DoubledLogits(ConvGapLinear):
+    """The CAM structure by its modules, but the forward doubles the logits afterwards: the
+    logits are no longer the head applied to the pooled maps, so CAM must refuse it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * super().forward(x)

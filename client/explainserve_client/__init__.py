@@ -9,13 +9,17 @@ from .client import (
     ModelSummary,
     assemble_explanations,
 )
+from .embed import Embedding, ItemFailure, PatchHit
 
 __all__ = [
     "Client",
+    "Embedding",
     "ExplainServeError",
     "Explanation",
+    "ItemFailure",
     "Layer",
     "ModelDescription",
     "ModelSummary",
+    "PatchHit",
     "assemble_explanations",
 ]

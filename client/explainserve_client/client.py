@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,9 @@ from google.protobuf import struct_pb2
 from . import codec
 from ._proto import explainer_pb2 as pb
 from ._proto import explainer_pb2_grpc as pb_grpc
+from .embed import Embedding, assemble_embedding, embed_config, embed_requests
 from .images import ImageLike, to_input
+from .maximize import MaximizeFrame, assemble_frames, maximize_request
 
 # Message limits are set explicitly on both sides; the server never relies on a raised limit
 # (large tensors arrive in chunks), so the default 4 MiB is also what it sends at most.
@@ -205,6 +207,72 @@ class Client:
             outputs=[_OUTPUTS[name] for name in dict.fromkeys(wanted)],
         )
 
+    def embed(
+        self,
+        images: Iterable[ImageLike],
+        model: str = "demo",
+        layer: str | None = None,
+        *,
+        pooling: str = "mean",
+        project: str | None = None,
+        dims: int = 2,
+        neighbours: int = 0,
+        metric: str = "cosine",
+        top_patches: Iterable[tuple[str, int]] = (),
+        top_k: int = 9,
+        ids: Iterable[str] | None = None,
+        labels: Iterable[int | None] | None = None,
+        return_vectors: bool = True,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Embedding:
+        """Feature vectors of any iterable of images (read lazily, one at a time) at `layer`
+        (default: the penultimate layer), with the set results: a projection ("pca", the
+        default, or "tsne"; `dims` 2 or 3), `neighbours` nearest neighbours per image, and the
+        top_k most activating patches of each (layer, channel) in `top_patches`.
+        progress(n) is called as each image's result arrives. A big set needs a `timeout`
+        that covers the whole stream."""
+        config = embed_config(model, layer, pooling, project, dims, neighbours, metric,
+                              top_patches, top_k, return_vectors)
+        sent_labels: list[int] | None = [] if labels is not None else None
+        requests = embed_requests(config, images, ids, labels, sent_labels)
+        stream = self._stub.Embed(requests, **self._call_options(timeout, request_id))
+        try:
+            return assemble_embedding(stream, sent_labels, progress)
+        except grpc.RpcError as error:
+            raise ExplainServeError(error.code(), error.details()) from None
+
+
+    def maximize_frames(
+        self, model: str = "demo", units: Iterable[int] | int = (), objective: str = "class", *,
+        layer: str | None = None, neuron: tuple[int, int] = (-1, -1),
+        reference: ImageLike | None = None, initialization: str | None = None, steps: int = 0,
+        frame_every: int = 0, seed: int = 0, formats: Sequence[str] = ("png",),
+        timeout: float | None = None, request_id: str | None = None, **params: Any,
+    ) -> Iterator[MaximizeFrame]:
+        """Stream a Maximize call's frames as they arrive (every frame_every steps, then a
+        final frame per image). units: class indices, or channels for "channel"/"neuron".
+        params: optimiser and prior settings, e.g. l2=0.05, jitter=2, parameterization="fourier".
+        Leaving the loop early cancels the call; the server stops within one step."""
+        request = maximize_request(model, objective, units, layer=layer, neuron=neuron,
+                                   reference=reference, initialization=initialization,
+                                   steps=steps, frame_every=frame_every, seed=seed,
+                                   formats=formats, params=_plain(params))
+        stream = self._stub.Maximize(request, **self._call_options(timeout, request_id))
+        try:
+            yield from assemble_frames(stream)
+        except grpc.RpcError as error:
+            raise ExplainServeError(error.code(), error.details()) from None
+        finally:
+            stream.cancel()
+
+    def maximize(self, model: str = "demo", units: Iterable[int] | int = (),
+                 objective: str = "class", **kwargs: Any) -> list[MaximizeFrame]:
+        """Run a Maximize call to the end; the final frame of each image, in image order.
+        Takes the keyword arguments of maximize_frames."""
+        return [frame for frame in self.maximize_frames(model, units, objective, **kwargs)
+                if frame.final]
 
 def assemble_explanations(responses: Iterable[pb.ExplainResponse]) -> list[Explanation]:
     """Join a stream of ExplainResponse chunks into one Explanation per target."""

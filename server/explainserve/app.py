@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from .api import transport
+from .api.health import HealthService
 from .api.servicer import Draining, ExplainerServicer
 from .config import ServerConfig
 from .errors import Unavailable
@@ -37,7 +38,7 @@ class ExplainServer:
         self.config = config
         self.port: int | None = None
         self.draining = Draining()
-        self._health = health.aio.HealthServicer()
+        self._health = HealthService(("", SERVICE_NAME))
         self._server: grpc.aio.Server | None = None
         self._pool: WorkerPool | None = None
         self._batcher: Batcher | None = None
@@ -78,15 +79,14 @@ class ExplainServer:
                     self.config.limits)
         return self.port
 
-    async def _set_health(self, status: int) -> None:
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, status)
+    async def _set_health(self, status: int, *, final: bool = False) -> None:
+        await self._health.set_all(status, final=final)
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING at once, refuse new calls, let in-flight calls finish within the grace."""
         grace = self.config.grace_period_s if grace is None else grace
         self.draining.active = True
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING, final=True)
         if self._server is not None:
             await self._server.stop(grace)
         if self._batcher is not None:

@@ -1,16 +1,18 @@
-"""`explainserve serve|models|explain|demo`: the command line."""
+"""`explainserve serve|models|explain|maximize|embed|demo`: the command line."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
 from .config import (ConfigError, LimitsConfig, SecurityConfig, ServerConfig,
                      load_model_repository)
 
+from .cli_maximize import parse_param
 from .logs import configure_logging
 
 logger = logging.getLogger("explainserve")
@@ -74,6 +76,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maximize(args: argparse.Namespace) -> int:
+    from .cli_maximize import run
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo_gallery import run_demo
     index = run_demo(Path(args.out), device=args.device)
@@ -83,9 +90,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="explainserve", description=__doc__)
-    root.add_argument("--log-level", default="INFO")
-    root.add_argument("--log-format", choices=["text", "json"], default="text",
-                      help="json: one object per line with a request_id field")
+    # Environment defaults, so a container can set them without rewriting its entrypoint.
+    root.add_argument("--log-level", default=os.environ.get("EXPLAINSERVE_LOG_LEVEL", "INFO"),
+                      help="default: $EXPLAINSERVE_LOG_LEVEL or INFO")
+    root.add_argument("--log-format", choices=["text", "json"],
+                      default=os.environ.get("EXPLAINSERVE_LOG_FORMAT", "text"),
+                      help="json: one object per line with a request_id field "
+                           "(default: $EXPLAINSERVE_LOG_FORMAT or text)")
     commands = root.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
@@ -133,10 +144,35 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--timeout", type=float, default=120.0)
     explain.set_defaults(run=cmd_explain)
 
+    maximize = commands.add_parser("maximize", help="synthesise an input by gradient ascent; "
+                                   "writes the final PNG (and a GIF of the frames)")
+    maximize.add_argument("--server", default="localhost:50051")
+    maximize.add_argument("--model", default="demo")
+    maximize.add_argument("--objective", default="class",
+                          choices=["class", "channel", "neuron", "inversion"])
+    maximize.add_argument("--class", dest="class_index", type=int, action="append", metavar="N",
+                          help="class index (repeatable; one image each)")
+    maximize.add_argument("--channel", type=int, action="append", help="channel (repeatable)")
+    maximize.add_argument("--layer", help="module path (channel, neuron, inversion)")
+    maximize.add_argument("--reference", help="image to invert, or to start from")
+    maximize.add_argument("--steps", type=int, default=256)
+    maximize.add_argument("--frame-every", type=int, default=0,
+                          help="steps between frames (default: steps/64)")
+    maximize.add_argument("--seed", type=int, default=0)
+    maximize.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE",
+                          help="optimiser/prior setting, e.g. l2=0.05 (repeatable)")
+    maximize.add_argument("--out", default="maximize.png")
+    maximize.add_argument("--gif", help="also write the frames as an animated GIF here")
+    maximize.add_argument("--timeout", type=float, default=600.0)
+    maximize.set_defaults(run=cmd_maximize)
+
     demo = commands.add_parser("demo", help="serve the demo model and write a gallery")
     demo.add_argument("--out", default="gallery")
     demo.add_argument("--device", default="auto")
     demo.set_defaults(run=cmd_demo)
+
+    from .embed_cli import add_embed_parser
+    add_embed_parser(commands)
     return root
 
 

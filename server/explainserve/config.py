@@ -54,6 +54,7 @@ class LimitsConfig:
     max_maximize_steps: int = 4096
     max_maximize_images: int = 32
     max_maximize_size: int = 512
+    max_maximize_frames: int = 256  # frames per image (steps / frame_every): the frame rate
     max_embed_items: int = 100_000
     chunk_bytes: int = 3 * 1024 * 1024
 

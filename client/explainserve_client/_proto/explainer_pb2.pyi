@@ -345,20 +345,22 @@ class UnitPatches(_message.Message):
     def __init__(self, unit: _Optional[_Union[UnitRef, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[PatchHit, _Mapping]]] = ...) -> None: ...
 
 class EmbedSummary(_message.Message):
-    __slots__ = ("count", "indices", "projection", "neighbour_indices", "neighbour_distances", "top_patches")
+    __slots__ = ("count", "indices", "projection", "neighbour_indices", "neighbour_distances", "top_patches", "complete")
     COUNT_FIELD_NUMBER: _ClassVar[int]
     INDICES_FIELD_NUMBER: _ClassVar[int]
     PROJECTION_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOUR_INDICES_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOUR_DISTANCES_FIELD_NUMBER: _ClassVar[int]
     TOP_PATCHES_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
     count: int
     indices: _containers.RepeatedScalarFieldContainer[int]
     projection: Tensor
     neighbour_indices: Tensor
     neighbour_distances: Tensor
     top_patches: _containers.RepeatedCompositeFieldContainer[UnitPatches]
-    def __init__(self, count: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ..., projection: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_indices: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_distances: _Optional[_Union[Tensor, _Mapping]] = ..., top_patches: _Optional[_Iterable[_Union[UnitPatches, _Mapping]]] = ...) -> None: ...
+    complete: bool
+    def __init__(self, count: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ..., projection: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_indices: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_distances: _Optional[_Union[Tensor, _Mapping]] = ..., top_patches: _Optional[_Iterable[_Union[UnitPatches, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("vector", "summary")

@@ -12,11 +12,13 @@ import grpc
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 
-from .. import metrics
+from .. import logs, metrics
 from ..errors import ServiceError, Unavailable
 from ..methods.registry import list_methods
 from ..scheduling.engine import Engine
 from . import codec
+from . import embed as embed_api
+from . import maximize as maximize_api
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +39,16 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     @asynccontextmanager
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, model: str = "",
                     method: str = "") -> AsyncIterator[None]:
-        """Map errors to statuses in one place and count every call."""
+        """Map errors to statuses in one place, count every call, and tag its log lines and
+        its response metadata with the request id."""
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        request_id = logs.request_id_from(context.invocation_metadata())
+        echo = ((logs.REQUEST_ID_KEY, request_id),)
+        # Echoed in the trailers only: sending headers early would commit the call, and a
+        # committed call is never retried by the client's policy (UNAVAILABLE while draining).
+        context.set_trailing_metadata(echo)
+        bound = logs.bind_request_id(request_id)
         try:
             if self._draining.active:
                 raise Unavailable("server is shutting down; retry on another replica")
@@ -47,7 +56,8 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         except ServiceError as error:
             code = grpc.StatusCode[error.status]
             if error.retry_after_ms is not None:
-                context.set_trailing_metadata((("grpc-retry-pushback-ms", str(error.retry_after_ms)),))
+                context.set_trailing_metadata(
+                    echo + (("grpc-retry-pushback-ms", str(error.retry_after_ms)),))
             await context.abort(code, error.message)
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -63,6 +73,9 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             status = code.name if isinstance(code, grpc.StatusCode) else str(code)
             metrics.REQUESTS.labels(rpc=rpc, model=model, method=method, code=status).inc()
             metrics.REQUEST_DURATION.labels(rpc=rpc, model=model).observe(time.perf_counter() - started)
+            logger.debug("%s model=%s method=%s ended %s after %.1f ms", rpc, model, method,
+                         status, (time.perf_counter() - started) * 1000)
+            logs.reset_request_id(bound)
 
     async def Explain(self, request: pb.ExplainRequest, context) -> AsyncIterator[pb.ExplainResponse]:
         async with self._call("Explain", context, request.model, request.method):
@@ -74,14 +87,19 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             yield response
 
     async def Maximize(self, request: pb.MaximizeRequest, context) -> AsyncIterator[pb.MaximizeResponse]:
-        async with self._call("Maximize", context, request.model):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Maximize is not implemented yet")
-        yield pb.MaximizeResponse()  # pragma: no cover - unreachable, makes this a generator
+        # Frames are yielded inside _call: a failure after the first frame still ends the
+        # stream with its status, and cancelling the call cancels the pending step.
+        async with self._call("Maximize", context, request.model,
+                              maximize_api.objective_name(request)):
+            async for response in maximize_api.respond(self._engine, request,
+                                                       context.time_remaining()):
+                yield response
 
     async def Embed(self, requests, context) -> AsyncIterator[pb.EmbedResponse]:
         async with self._call("Embed", context):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Embed is not implemented yet")
-        yield pb.EmbedResponse()  # pragma: no cover
+            async for response in embed_api.serve_embed(self._engine, requests,
+                                                        context.time_remaining()):
+                yield response
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         async with self._call("ListModels", context):

@@ -1,3 +1,3 @@
 """Importing this module registers every built-in method."""
 
-from . import cam, saliency  # noqa: F401
+from . import activations, cam, filters, guided, occlusion, saliency, smoothgrad  # noqa: F401

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import FailedPrecondition, InvalidArgument, not_found
 from . import hooks
 from .base import Kernel, ModelHandle, Param, normalize_maps, run_single_pass, score_targets, upsample
+from .cam_structure import find_cam_structure
 from .registry import register_method
 
 UPSAMPLE = Param("upsample", str, "bilinear", choices=("bilinear", "nearest"),
@@ -83,3 +85,48 @@ def _register_variant(name: str, doc: str) -> None:
 _register_variant("gradcam", "Grad-CAM: ReLU of the activations weighted by mean gradients.")
 _register_variant("gradcam_counterfactual", "Grad-CAM with negated gradients: evidence against c.")
 _register_variant("gradcam_plus_plus", "Grad-CAM++: pixel-wise weighted positive gradients.")
+
+
+def class_activation_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, features: str,
+                            requested: str, head: str, upsample_mode: str) -> dict[str, Tensor]:
+    """CAM (Zhou et al. 2016, eq. 2): M_c(x, y) = sum_k w^c_k f_k(x, y), with f_k the maps the
+    global average pool reads and w^c the linear head's row for c. A forward pass only."""
+    layers = {features: model.layer(features), requested: model.layer(requested)}
+    with torch.no_grad(), hooks.capture_outputs(layers) as captured:
+        logits = model.module(inputs)
+    maps = captured.outputs[features]
+    if captured.outputs[requested] is not maps or captured.versions[requested] != captured.versions[features]:
+        raise InvalidArgument(f"method 'cam' weights the maps that the global average pool reads, "
+                              f"the output of layer {features!r}; layer {requested!r} is another tensor")
+    linear = model.layer(head)
+    # S_c = w^c . GAP(f) + b_c must hold for M_c to decompose the score (Zhou et al., sec. 2);
+    # module order cannot show a functional op (a scale, an F.relu) between pool and logits.
+    pooled = F.linear(maps.mean(dim=(2, 3)), linear.weight, linear.bias)
+    if not torch.allclose(pooled, logits, rtol=1e-3, atol=1e-4 * (1 + float(logits.abs().max()))):
+        raise FailedPrecondition(f"the logits are not the linear head {head!r} applied to the "
+                                 f"spatial mean of layer {features!r}, so CAM does not apply")
+    scored = score_targets(logits, targets)
+    cam = torch.einsum("nk,nkhw->nhw", linear.weight[scored["target"]], maps)
+    heatmap = normalize_maps(upsample(cam, tuple(inputs.shape[-2:]), upsample_mode))
+    return {**scored, "attribution": cam, "heatmap": heatmap}
+
+
+@register_method("cam", params=(UPSAMPLE,))
+async def cam(ctx, image, targets, layer, params):
+    """CAM: the linear head's class weights applied to the maps of the global average pool.
+
+    CAM is defined on one layer only, the input of the global average pool, found from the
+    model; `layer` may be empty, that layer's name, or a name for the same tensor (a container
+    and its last module); any other layer is INVALID_ARGUMENT."""
+    structure = find_cam_structure(ctx.model)
+    shapes = ctx.model.layer_shapes
+    if layer and layer not in shapes:
+        raise not_found("layer", layer, list(shapes), f" of model {ctx.model.name!r}")
+    if layer and shapes[layer] != shapes[structure.features]:
+        raise InvalidArgument(f"method 'cam' weights the maps that the global average pool "
+                              f"{structure.pool!r} reads, the output of layer "
+                              f"{structure.features!r}; layer {layer!r} is not that tensor")
+    kernel = Kernel.of(class_activation_kernel, features=structure.features,
+                       requested=layer or structure.features, head=structure.head,
+                       upsample_mode=params["upsample"])
+    return await run_single_pass(ctx, kernel, image, targets)

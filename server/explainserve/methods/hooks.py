@@ -34,6 +34,9 @@ class Captured:
 
     outputs: dict[str, Tensor] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # first time each module finished
+    # each output's in-place version counter when its module returned it: the same tensor
+    # object at a later version holds other values (resnet's bn2 output after `+=` and ReLU_)
+    versions: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -61,6 +64,7 @@ def capture_outputs(
                     result = leaf.clone()
                 else:
                     captured.outputs[name] = output
+                captured.versions[name] = output._version
             if name not in captured.order:
                 captured.order.append(name)
             if name == stop_after:
@@ -85,7 +89,8 @@ class _GuidedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad.clamp(min=0) * (x > 0).to(grad.dtype)
+        # ReLU's own backward (one fused kernel) of the positive part of the gradient
+        return torch.ops.aten.threshold_backward(grad.clamp(min=0), x, 0)
 
 
 class _DeconvReLU(torch.autograd.Function):

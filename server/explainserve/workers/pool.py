@@ -96,6 +96,10 @@ class Worker:
                 self._executor.shutdown(wait=False)
                 on_death(self)
                 return
+            # Let the callers of this batch run once before the next batch is formed, so an
+            # iterative job (a Maximize step) queues its next rows beside the others' and
+            # concurrent optimisations stay in one batch instead of taking turns.
+            await asyncio.sleep(0)
 
     async def _run(self, batch: Batch, slices: tuple[Slice, ...]) -> None:
         """Run slices as one pass. An out-of-memory error splits them in halves; any other

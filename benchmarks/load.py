@@ -1,0 +1,310 @@
+"""Issue 4's table: the batching worker pool under load, each number a ratio to what the same
+run measures in-process. One command reruns it all:
+
+    python benchmarks/load.py [--quick] [--out docs/benchmarks_load.json]
+
+A real server runs in its own process (`explainserve serve`); this process is the load
+generator (grpc.aio, loopback only, bounded in count and time) and measures the in-process
+floors with the same model and weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import torch
+import torchvision
+from explainserve_client import Client
+from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from safetensors.torch import save_file
+
+SIZE = 224
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def write_repository(root: Path, size: int, **batching) -> Path:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=1000)
+    save_file(model.state_dict(), str(root / "resnet18.safetensors"))
+    extra = "".join(f"{key} = {value}\n" for key, value in batching.items())
+    (root / "models.toml").write_text(
+        f'[models.resnet18]\narch = "torchvision:resnet18"\nweights = "resnet18.safetensors"\n'
+        f"num_classes = 1000\ninput_size = {size}\n{extra}")
+    return root / "models.toml"
+
+
+class ServerProcess:
+    """`explainserve serve` in a child process, on free ports."""
+
+    def __init__(self, repository: Path) -> None:
+        self.port, self.metrics_port = free_port(), free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "explainserve", "--log-level", "WARNING", "serve",
+             "--models", str(repository), "--port", str(self.port),
+             "--metrics-port", str(self.metrics_port), "--device", "cpu"])
+        self.address = f"127.0.0.1:{self.port}"
+        self._wait_serving()
+
+    def _wait_serving(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with grpc.insecure_channel(self.address) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            except grpc.RpcError:
+                time.sleep(0.5)
+        raise RuntimeError("server did not become SERVING")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
+            return reply.read().decode()
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def batch_stats(before: str, after: str) -> float:
+    rows = metric_sum(after, "explainserve_batch_size_sum") - metric_sum(before, "explainserve_batch_size_sum")
+    count = metric_sum(after, "explainserve_batch_size_count") - metric_sum(before, "explainserve_batch_size_count")
+    return rows / max(count, 1)
+
+
+async def drive(address: str, requests: list, clients: int, seconds: float,
+                max_requests: int | None = None) -> dict:
+    """`clients` concurrent loops, each sending one request at a time, for `seconds`."""
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+    stop_at = time.monotonic() + seconds
+    sent = 0
+
+    async def loop(stub, offset: int) -> None:
+        nonlocal sent
+        index = offset
+        while time.monotonic() < stop_at and (max_requests is None or sent < max_requests):
+            sent += 1
+            started = time.perf_counter()
+            try:
+                async for _ in stub.Explain(requests[index % len(requests)], timeout=120):
+                    pass
+                code = "OK"
+                latencies.append(time.perf_counter() - started)
+            except grpc.aio.AioRpcError as error:
+                code = error.code().name
+                if code == "RESOURCE_EXHAUSTED":
+                    await asyncio.sleep(0.005)
+            codes[code] = codes.get(code, 0) + 1
+            index += clients
+
+    channels = [grpc.aio.insecure_channel(address) for _ in range(min(clients, 8))]
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(pb_grpc.ExplainerServiceStub(channels[i % len(channels)]), i)
+                           for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    for channel in channels:
+        await channel.close()
+    ok = codes.get("OK", 0)
+    return {"throughput": ok / elapsed, "codes": codes, "elapsed": elapsed,
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def gradcam_requests(count: int, size: int, method: str = "gradcam", **params) -> list:
+    rng = np.random.default_rng(1)
+    return [Client.explain_request(rng.standard_normal((3, size, size)).astype(np.float32),
+                                   "resnet18", method, outputs=("heatmap",), **params)
+            for _ in range(count)]
+
+
+def timed(function, repeats: int) -> float:
+    function()  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    return (time.perf_counter() - started) / repeats
+
+
+def floors(batch_sizes: list[int], repeats: int) -> dict:
+    """In-process, same weights: forward + backward down to layer4 (exactly the Grad-CAM work)
+    per image at each batch size, and Captum / pytorch-grad-cam called once per image."""
+    from captum.attr import LayerGradCam
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=1000).eval().requires_grad_(False)
+    result: dict = {"per_image": {}}
+    for batch in sorted(set(batch_sizes)):
+        inputs = torch.randn(batch, 3, SIZE, SIZE)
+        result["per_image"][batch] = timed(lambda: _forward_backward(model, inputs), repeats) / batch
+    reference = torchvision.models.resnet18(num_classes=1000).eval()  # as a user would load it
+    reference.load_state_dict(model.state_dict())
+    image = torch.randn(1, 3, SIZE, SIZE)
+    captum = LayerGradCam(reference, reference.layer4)
+    result["captum_per_image"] = timed(lambda: captum.attribute(image, target=0), repeats)
+    cam = GradCAM(model=reference, target_layers=[reference.layer4])
+    result["pytorch_grad_cam_per_image"] = timed(
+        lambda: cam(input_tensor=image, targets=[ClassifierOutputTarget(0)]), repeats)
+    return result
+
+
+def _forward_backward(model: torch.nn.Module, inputs: torch.Tensor) -> None:
+    """Forward, then backward from the scores to layer4's output only."""
+    captured = {}
+
+    def keep(module, args, output):
+        captured["a"] = output.detach().requires_grad_(True)
+        return captured["a"]
+
+    handle = model.layer4.register_forward_hook(keep)
+    try:
+        logits = model(inputs)
+    finally:
+        handle.remove()
+    torch.autograd.grad(logits[:, 0].sum(), captured["a"])
+
+
+def measure(quick: bool) -> dict:
+    seconds = 8.0 if quick else 30.0
+    repeats = 3 if quick else 10
+    results: dict = {"settings": {"seconds_per_scenario": seconds, "input": f"3x{SIZE}x{SIZE}",
+                                  "torch_threads": torch.get_num_threads(),
+                                  "cpu": os.cpu_count()}}
+    requests = gradcam_requests(32, SIZE)
+    with tempfile.TemporaryDirectory() as scratch:
+        repository = write_repository(Path(scratch), SIZE, max_batch_size=16,
+                                      max_queue_delay_ms=2.0, max_queue_size=64)
+        server = ServerProcess(repository)
+        try:
+            asyncio.run(drive(server.address, requests, 1, 3.0))  # warm-up
+            before = server.metrics()
+            one = asyncio.run(drive(server.address, requests, 1, seconds))
+            mid = server.metrics()
+            sixteen = asyncio.run(drive(server.address, requests, 16, seconds))
+            after = server.metrics()
+            results["served_1_client"] = {**one, "mean_batch": batch_stats(before, mid)}
+            results["served_16_clients"] = {**sixteen, "mean_batch": batch_stats(mid, after)}
+            occlusion = gradcam_requests(1, SIZE, method="occlusion", window=32, stride=2)[0]
+            results["fairness"] = asyncio.run(fairness(server.address, requests, occlusion, seconds))
+            overload_before = server.metrics()
+            results["overload_256_clients"] = asyncio.run(drive(server.address, requests, 256, seconds))
+            results["overload_256_clients"]["mean_batch"] = batch_stats(overload_before, server.metrics())
+        finally:
+            server.stop()
+        results["memory"] = memory_scenario(Path(scratch), quick)
+    formed = max(1, round(results["served_16_clients"]["mean_batch"]))
+    results["floor"] = floors([1, formed], repeats)
+    return summarise(results, formed)
+
+
+async def fairness(address: str, requests: list, occlusion, seconds: float) -> dict:
+    """Grad-CAM p50 at one client while an occlusion request (the seeds' 32x32 window, stride
+    2: 9,409 positions) runs beside it, against the idle p50 measured just before."""
+    idle = await drive(address, requests, 1, seconds / 2)
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = pb_grpc.ExplainerServiceStub(channel).Explain(occlusion, timeout=3600)
+        reader = asyncio.ensure_future(_consume(call))
+        await asyncio.sleep(1.0)  # the occlusion job is queued and running
+        busy = await drive(address, requests, 1, seconds / 2)
+        call.cancel()  # cancelling frees the device: its remaining chunks never run
+        await asyncio.gather(reader, return_exceptions=True)
+    return {"idle_p50": idle["p50"], "busy_p50": busy["p50"], "ratio": busy["p50"] / idle["p50"],
+            "busy_throughput": busy["throughput"]}
+
+
+async def _consume(call) -> None:
+    async for _ in call:
+        pass
+
+
+def memory_scenario(root: Path, quick: bool) -> dict:
+    """RSS after 10,000 mixed requests against RSS after the first 1,000 (64x64 inputs, so the
+    10,000 finish in minutes on a CPU)."""
+    total, first = (3000, 300) if quick else (10_000, 1_000)
+    repository = write_repository(root, 64, max_batch_size=16)
+    mixed = []
+    for method, params in (("gradcam", {}), ("saliency", {}), ("gradcam_plus_plus", {}),
+                           ("input_x_gradient", {}), ("gradcam_counterfactual", {})):
+        for request in gradcam_requests(4, 64, method=method, **params):
+            mixed.append(request)
+    server = ServerProcess(repository)
+    try:
+        asyncio.run(drive(server.address, mixed, 16, 3600, max_requests=first))
+        rss_first = server.rss_bytes()
+        asyncio.run(drive(server.address, mixed, 16, 3600, max_requests=total - first))
+        rss_total = server.rss_bytes()
+    finally:
+        server.stop()
+    return {"requests": total, "rss_after_first": rss_first, "first": first,
+            "rss_after_all": rss_total, "growth": rss_total / rss_first - 1}
+
+
+def summarise(results: dict, formed: int) -> dict:
+    floor = results["floor"]
+    per_image_1, per_image_b = floor["per_image"][1], floor["per_image"][formed]
+    served1, served16 = results["served_1_client"], results["served_16_clients"]
+    results["ratios"] = {
+        "1_saturation": served16["throughput"] / (1 / per_image_b),
+        "2_batching_gain_realised": (served16["throughput"] / served1["throughput"])
+                                     / (per_image_1 / per_image_b),
+        "3_vs_captum": served16["throughput"] * floor["captum_per_image"],
+        "3_vs_pytorch_grad_cam": served16["throughput"] * floor["pytorch_grad_cam_per_image"],
+        "4_p50_excess_ms": (served1["p50"] - per_image_1) * 1000,
+        "4_p99_excess_ms": (served1["p99"] - per_image_1) * 1000,
+        "5_overload_throughput_vs_saturation":
+            results["overload_256_clients"]["throughput"] / served16["throughput"],
+        "6_fairness_p50_ratio": results["fairness"]["ratio"],
+        "7_rss_growth": results["memory"]["growth"],
+    }
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter scenarios")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    results = measure(args.quick)
+    text = json.dumps(results, indent=2, default=float)
+    if args.out:
+        args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""What TLS, mutual TLS and bearer-token auth cost per call: the round-trip time of a unary
+ListModels (transport alone) and of a small Explain (saliency on a random-weight resnet18 at
+64x64), through a real server on loopback, for each transport. One command:
+
+    python benchmarks/transport_security.py [--quick] [--calls 400]
+
+Certificates are made on the spot (EC P-256), as tests/test_security.py makes them. Each mode
+gets a fresh server and client; the first calls (connection set-up, TLS handshake) are warm-up
+and not timed, so the numbers are the steady per-call cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from explainserve.app import BackgroundServer
+from explainserve.config import ModelConfig, SecurityConfig, ServerConfig
+from explainserve_client import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ops_support import make_certificates  # noqa: E402  (the tests' certificate helper)
+
+TOKEN = "benchmark-token-0123456789abcdef"
+MODEL = ModelConfig(name="resnet18", arch="torchvision:resnet18", weights=None, num_classes=10,
+                    input_size=(64, 64))
+
+
+def modes(certs) -> dict[str, tuple[SecurityConfig, dict]]:
+    ca = certs.ca.read_bytes()
+    client_identity = {"client_certificate": certs.client_cert.read_bytes(),
+                       "client_key": certs.client_key.read_bytes()}
+    tls = {"tls_cert": certs.server_cert, "tls_key": certs.server_key}
+    return {
+        "plaintext": (SecurityConfig(), {}),
+        "token": (SecurityConfig(tokens=(TOKEN,)), {"token": TOKEN}),
+        "tls": (SecurityConfig(**tls), {"root_certificates": ca}),
+        "mtls": (SecurityConfig(**tls, tls_client_ca=certs.ca), {"root_certificates": ca, **client_identity}),
+        "mtls+token": (SecurityConfig(**tls, tls_client_ca=certs.ca, tokens=(TOKEN,)),
+                       {"root_certificates": ca, "token": TOKEN, **client_identity}),
+    }
+
+
+def timed(call, count: int) -> list[float]:
+    for _ in range(min(20, count)):  # warm-up: handshake, first batch
+        call()
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def summary(times: list[float]) -> str:
+    ordered = sorted(times)
+    return (f"median {statistics.median(ordered):7.3f} ms  p90 {ordered[int(0.9 * (len(ordered) - 1))]:7.3f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="50 calls per measurement")
+    parser.add_argument("--calls", type=int, default=400)
+    args = parser.parse_args()
+    calls = 50 if args.quick else args.calls
+    image = np.random.default_rng(0).random((3, 64, 64), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        certs = make_certificates(Path(folder))
+        print(f"{calls} calls each, after warm-up; server and client on loopback")
+        for name, (security, client_options) in modes(certs).items():
+            config = ServerConfig(host="127.0.0.1", port=0, metrics_port=None, device="cpu",
+                                  models=(MODEL,), security=security)
+            with BackgroundServer(config) as server, \
+                    Client(f"127.0.0.1:{server.server.port}", timeout=60, **client_options) as client:
+                unary = timed(client.list_models, calls)
+                explain = timed(lambda: client.explain(image, model="resnet18", method="saliency",
+                                                       targets=[0]), max(10, calls // 5))
+            print(f"{name:11s} ListModels {summary(unary)} | Explain saliency {summary(explain)}")
+
+
+if __name__ == "__main__":
+    main()

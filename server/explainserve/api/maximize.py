@@ -1,0 +1,90 @@
+"""Maximize on the wire: MaximizeRequest -> MaximizeQuery, Frame -> MaximizeResponse(s)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from explainserve_client import codec as wire
+from explainserve_client import render
+from explainserve_client._proto import explainer_pb2 as pb
+from google.protobuf import json_format
+
+from ..errors import InvalidArgument
+from ..models import preprocess
+from ..models.registry import LoadedModel
+from ..scheduling.engine import Engine
+from ..scheduling.maximize import Frame, MaximizeQuery, maximize
+from .codec import deadline_of, decode_input
+
+OBJECTIVES = {pb.OBJECTIVE_CLASS: "class", pb.OBJECTIVE_CHANNEL: "channel",
+              pb.OBJECTIVE_NEURON: "neuron", pb.OBJECTIVE_INVERSION: "inversion"}
+INITIALIZATIONS = {pb.INITIALIZATION_UNSPECIFIED: "", pb.INITIALIZATION_ZEROS: "zeros",
+                   pb.INITIALIZATION_NOISE: "noise", pb.INITIALIZATION_IMAGE: "image"}
+
+
+def objective_name(request: pb.MaximizeRequest) -> str:
+    return OBJECTIVES.get(request.objective, "")
+
+
+def decode_maximize(request: pb.MaximizeRequest, time_remaining: float | None) -> MaximizeQuery:
+    if not request.model:
+        raise InvalidArgument("model is empty")
+    objective = objective_name(request)
+    if not objective:
+        known = request.objective in pb.Objective.values()
+        name = pb.Objective.Name(request.objective) if known else str(request.objective)
+        raise InvalidArgument(f"objective {name} is not one of "
+                              f"{[pb.Objective.Name(o) for o in OBJECTIVES]}")
+    if request.initialization not in INITIALIZATIONS:
+        raise InvalidArgument(f"initialization {request.initialization} is not a known value")
+    units = request.classes if objective == "class" else request.channels
+    other = request.channels if objective == "class" else request.classes
+    if other:
+        raise InvalidArgument(f"objective {objective!r} takes "
+                              f"{'classes' if objective == 'class' else 'channels'}, not "
+                              f"{'channels' if objective == 'class' else 'classes'}")
+    unknown = [f for f in request.frame_formats if f not in (pb.FRAME_FORMAT_PNG, pb.FRAME_FORMAT_TENSOR)]
+    if unknown:
+        raise InvalidArgument(f"frame_formats {unknown} are not PNG or TENSOR")
+    return MaximizeQuery(
+        model=request.model, objective=objective, units=tuple(units), layer=request.layer,
+        neuron=(request.neuron_y, request.neuron_x),
+        reference=decode_input(request.reference, "reference") if request.HasField("reference") else None,
+        initialization=INITIALIZATIONS[request.initialization], steps=request.steps,
+        frame_every=request.frame_every, seed=request.seed,
+        params=json_format.MessageToDict(request.parameters), deadline=deadline_of(time_remaining),
+    )
+
+
+def encode_frame(frame: Frame, model: LoadedModel, formats: set[int],
+                 chunk_bytes: int) -> Iterator[pb.MaximizeResponse]:
+    """One response per frame; a tensor larger than chunk_bytes continues in further
+    responses with the same image_index and step."""
+    head = pb.MaximizeResponse(
+        image_index=frame.image_index, unit=frame.unit, step=frame.step,
+        final_frame=frame.final, objective_value=frame.objective,
+        predicted_class=frame.predicted, probability=frame.probability)
+    if pb.FRAME_FORMAT_PNG in formats:
+        head.image_png = render.image_png(
+            preprocess.denormalize(frame.image, model.config.mean, model.config.std).squeeze())
+    if pb.FRAME_FORMAT_TENSOR not in formats:
+        yield head
+        return
+    tensor = wire.encode(frame.image.numpy(), "image")
+    for index, piece in enumerate(wire.split(tensor, chunk_bytes)):
+        message = head if index == 0 else pb.MaximizeResponse(
+            image_index=frame.image_index, unit=frame.unit, step=frame.step,
+            final_frame=frame.final)
+        message.image.CopyFrom(piece)
+        yield message
+
+
+async def respond(engine: Engine, request: pb.MaximizeRequest,
+                  time_remaining: float | None) -> AsyncIterator[pb.MaximizeResponse]:
+    """Decode, run the optimisation through the batcher, encode each frame as it comes."""
+    query = decode_maximize(request, time_remaining)
+    model = engine.registry.get(query.model)
+    formats = set(request.frame_formats) or {pb.FRAME_FORMAT_PNG}
+    async for frame in maximize(engine, query):
+        for response in encode_frame(frame, model, formats, engine.limits.chunk_bytes):
+            yield response
