@@ -64,7 +64,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for image in args.images:
             explanations = client.explain(image, model=args.model, method=args.method,
                                           targets=args.target, layer=args.layer,
-                                          top_k=args.top_k, overlay=True)
+                                          top_k=args.top_k, overlay=True,
+                                          **dict(args.param or ()))
             for item in explanations:
                 stem = f"{Path(image).stem}_{args.method}_{item.target}"
                 if item.heatmap is not None:
@@ -140,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--target", type=int, action="append", help="class index (repeatable)")
     explain.add_argument("--top-k", type=int, default=0)
     explain.add_argument("--layer")
+    explain.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE",
+                         help="a method parameter, e.g. --param window=16 (repeatable)")
     explain.add_argument("--out", default="explanations")
     explain.add_argument("--timeout", type=float, default=120.0)
     explain.set_defaults(run=cmd_explain)
