@@ -59,7 +59,8 @@ def encode_explain(result: ExplainResult, outputs: list[int], chunk_bytes: int) 
     labels = result.model.labels
     picture = None
     for index, item in enumerate(result.attributions):
-        head = pb.ExplainResponse(target_index=index, target=item.target, label=labels[item.target],
+        label = labels[item.target] if item.target >= 0 else ""  # activations without a score
+        head = pb.ExplainResponse(target_index=index, target=item.target, label=label,
                                   score=item.score, probability=item.probability)
         tensors = []
         heatmap = item.heatmap.numpy() if item.heatmap is not None else None
