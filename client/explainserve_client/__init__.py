@@ -10,6 +10,7 @@ from .client import (
     assemble_explanations,
 )
 from .embed import Embedding, ItemFailure, PatchHit
+from .maximize import MaximizeFrame, class_visualisations
 
 __all__ = [
     "Client",
@@ -18,8 +19,10 @@ __all__ = [
     "Explanation",
     "ItemFailure",
     "Layer",
+    "MaximizeFrame",
     "ModelDescription",
     "ModelSummary",
     "PatchHit",
     "assemble_explanations",
+    "class_visualisations",
 ]

@@ -65,6 +65,8 @@ def maximize_request(
     if unknown:
         raise ValueError(f"unknown frame formats {unknown}; choose from {sorted(FORMATS)}")
     units = [int(units)] if isinstance(units, (int, np.integer)) else [int(u) for u in units]
+    if objective == "inversion" and units:
+        raise ValueError("objective 'inversion' reconstructs one reference image; it takes no units")
     parameters = struct_pb2.Struct()
     parameters.update({k: (v.item() if isinstance(v, np.generic) else v)
                        for k, v in (params or {}).items()})
@@ -85,7 +87,8 @@ def assemble_frames(responses: Iterable[pb.MaximizeResponse]) -> Iterator[Maximi
     frame: MaximizeFrame | None = None
     pending: codec.TensorAssembler | None = None
     for response in responses:
-        if frame is not None and (response.image_index, response.step) != (frame.image_index, frame.step):
+        key = (response.image_index, response.step)
+        if frame is not None and key != (frame.image_index, frame.step):
             yield _finish(frame, pending)
             frame = pending = None
         if frame is None:

@@ -158,6 +158,8 @@ def parser() -> argparse.ArgumentParser:
     maximize.add_argument("--channel", type=int, action="append", help="channel (repeatable)")
     maximize.add_argument("--layer", help="module path (channel, neuron, inversion)")
     maximize.add_argument("--reference", help="image to invert, or to start from")
+    maximize.add_argument("--init", choices=["zeros", "noise", "image"],
+                          help="start image (default: zeros for class, noise otherwise)")
     maximize.add_argument("--steps", type=int, default=256)
     maximize.add_argument("--frame-every", type=int, default=0,
                           help="steps between frames (default: steps/64)")
@@ -165,7 +167,8 @@ def parser() -> argparse.ArgumentParser:
     maximize.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE",
                           help="optimiser/prior setting, e.g. l2=0.05 (repeatable)")
     maximize.add_argument("--out", default="maximize.png")
-    maximize.add_argument("--gif", help="also write the frames as an animated GIF here")
+    maximize.add_argument("--gif", nargs="?", const=True, metavar="FILE",
+                          help="also write the frames as an animated GIF (default: --out as .gif)")
     maximize.add_argument("--timeout", type=float, default=600.0)
     maximize.set_defaults(run=cmd_maximize)
 

@@ -22,11 +22,14 @@ class ProgressBar:
     def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = max(1, total)
         self.stream = stream or sys.stderr
+        self._width = 0
 
     def update(self, done: int, note: str = "") -> None:
         filled = BAR_WIDTH * min(done, self.total) // self.total
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        self.stream.write(f"\r[{bar}] {done}/{self.total} steps {note}")
+        line = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{self.total} steps {note}"
+        # pad to the last line's width: a shorter line must not leave its predecessor's tail
+        self.stream.write("\r" + line.ljust(self._width))
+        self._width = max(self._width, len(line))
         self.stream.flush()
 
     def close(self) -> None:
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             for frame in client.maximize_frames(
                     args.model, units or [], args.objective, layer=args.layer,
-                    reference=args.reference, steps=steps, frame_every=frame_every,
+                    reference=args.reference, initialization=args.init, steps=steps,
+                    frame_every=frame_every,
                     seed=args.seed, **params):
                 animation.setdefault(frame.image_index, []).append(frame.png)
                 if frame.final:
@@ -85,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         out = output_path(Path(args.out), index, len(finals), frame.unit)
         out.write_bytes(frame.png)
         if args.gif:
-            save_gif(output_path(Path(args.gif), index, len(finals), frame.unit), animation[index])
+            gif = Path(args.out).with_suffix(".gif") if args.gif is True else Path(args.gif)
+            save_gif(output_path(gif, index, len(finals), frame.unit), animation[index])
         sys.stdout.write(f"{out}\tunit {frame.unit}\tstep {frame.step}\tobjective "
                          f"{frame.objective_value:.4f}\tpredicted {frame.predicted_class}\t"
                          f"p {frame.probability:.4f}\n")

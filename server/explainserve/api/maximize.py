@@ -37,23 +37,30 @@ def decode_maximize(request: pb.MaximizeRequest, time_remaining: float | None) -
                               f"{[pb.Objective.Name(o) for o in OBJECTIVES]}")
     if request.initialization not in INITIALIZATIONS:
         raise InvalidArgument(f"initialization {request.initialization} is not a known value")
-    units = request.classes if objective == "class" else request.channels
-    other = request.channels if objective == "class" else request.classes
-    if other:
-        raise InvalidArgument(f"objective {objective!r} takes "
-                              f"{'classes' if objective == 'class' else 'channels'}, not "
-                              f"{'channels' if objective == 'class' else 'classes'}")
-    unknown = [f for f in request.frame_formats if f not in (pb.FRAME_FORMAT_PNG, pb.FRAME_FORMAT_TENSOR)]
+    units = _units(request, objective)
+    formats = (pb.FRAME_FORMAT_PNG, pb.FRAME_FORMAT_TENSOR)
+    unknown = [f for f in request.frame_formats if f not in formats]
     if unknown:
         raise InvalidArgument(f"frame_formats {unknown} are not PNG or TENSOR")
     return MaximizeQuery(
-        model=request.model, objective=objective, units=tuple(units), layer=request.layer,
+        model=request.model, objective=objective, units=units, layer=request.layer,
         neuron=(request.neuron_y, request.neuron_x),
-        reference=decode_input(request.reference, "reference") if request.HasField("reference") else None,
+        reference=(decode_input(request.reference, "reference")
+                   if request.HasField("reference") else None),
         initialization=INITIALIZATIONS[request.initialization], steps=request.steps,
         frame_every=request.frame_every, seed=request.seed,
         params=json_format.MessageToDict(request.parameters), deadline=deadline_of(time_remaining),
     )
+
+
+def _units(request: pb.MaximizeRequest, objective: str) -> tuple[int, ...]:
+    """classes for CLASS, channels for CHANNEL and NEURON, neither for INVERSION."""
+    wanted = {"class": "classes", "channel": "channels", "neuron": "channels"}.get(objective)
+    for field in ("classes", "channels"):
+        if field != wanted and getattr(request, field):
+            raise InvalidArgument(f"objective {objective!r} takes "
+                                  f"{wanted or 'neither classes nor channels'}, not {field}")
+    return tuple(getattr(request, wanted)) if wanted else ()
 
 
 def encode_frame(frame: Frame, model: LoadedModel, formats: set[int],

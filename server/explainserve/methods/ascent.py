@@ -47,6 +47,7 @@ class AscentPlan:
     rotate: float = 0.0
     noise: float = 0.0
     clip: bool = True
+    redirect_relu: bool = True
     batch_invariant: bool = False
 
     @property
@@ -73,13 +74,19 @@ def ascent_params(**defaults) -> tuple[Param, ...]:
         Param("rotate", float, 0.0, 0.0, 180.0, help="random rotation in degrees"),
         Param("noise", float, 0.0, 0.0, 10.0, help="std of Gaussian noise the model sees"),
         Param("clip", bool, True, help="clip pixels to the normalisation's valid range"),
+        Param("redirect_relu", bool, True,
+              help="let the gradient through ReLUs that block it entirely (lucid's redirected "
+                   "ReLU), so a flat start where every unit is dead can move"),
         Param("batch_invariant", bool, False,
               help="compute each image alone inside its batch: bit-identical frames whoever "
                    "shares the batch, at the cost of batched throughput"),
         Param("size", int, 0, 0, 1 << 16, help="image height and width; 0: the model's"),
         Param("steps_per_pass", int, 1, 1, 64, help="steps per batched device pass"),
     )
-    return tuple(replace(spec, default=defaults.pop(spec.name, spec.default)) for spec in specs)
+    unknown = sorted(set(defaults) - {spec.name for spec in specs})
+    if unknown:
+        raise ValueError(f"defaults for unknown parameters {unknown}")
+    return tuple(replace(spec, default=defaults.get(spec.name, spec.default)) for spec in specs)
 
 
 # objective(model, images, targets, code, plan, full) -> (value per row [N], logits or None).
@@ -100,6 +107,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 
 def register_objective(name: str, params: tuple[Param, ...]) -> Callable[[ObjectiveFn], ObjectiveFn]:
     def decorator(function: ObjectiveFn) -> ObjectiveFn:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} is registered twice")
         OBJECTIVES[name] = ObjectiveSpec(name, function, params)
         return function
     return decorator
@@ -109,7 +118,8 @@ def unpack(plan: AscentPlan, rows: Tensor) -> list[Tensor]:
     """[N, D] rows -> param, Adam m, Adam v [N, *param_shape] and code [N, *code_shape]."""
     n = rows.shape[0]
     param, m, v, code = rows.split(plan.sizes(), dim=1)
-    return [t.reshape(n, *plan.param_shape) for t in (param, m, v)] + [code.reshape(n, *plan.code_shape)]
+    shaped = [t.reshape(n, *plan.param_shape) for t in (param, m, v)]
+    return shaped + [code.reshape(n, *plan.code_shape)]
 
 
 def pack(param: Tensor, m: Tensor, v: Tensor, code: Tensor) -> Tensor:

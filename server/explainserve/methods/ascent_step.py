@@ -8,9 +8,12 @@ independent, so the gradient of the summed objectives is each row's own gradient
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import Tensor
 
+from . import hooks
 from . import parameterization as param_space
 from . import regularizers
 from .ascent import (COUNT, OBJECTIVES, REPORT, SEED, STEP, UNIT, AscentPlan, pack, unpack)
@@ -56,8 +59,9 @@ def _after_step(plan: AscentPlan, param: Tensor, t: Tensor) -> Tensor:
         blurred = param_space.blur(plan.parameterization, param, plan.blur_sigma, plan.image_shape)
         param = torch.where(due, blurred, param)
     if plan.clip and plan.parameterization == "pixels":
-        low = torch.tensor([-m / s for m, s in zip(plan.mean, plan.std)], device=param.device)
-        high = torch.tensor([(1 - m) / s for m, s in zip(plan.mean, plan.std)], device=param.device)
+        stats = list(zip(plan.mean, plan.std))
+        low = torch.tensor([-mu / sigma for mu, sigma in stats], device=param.device)
+        high = torch.tensor([(1 - mu) / sigma for mu, sigma in stats], device=param.device)
         param = torch.maximum(torch.minimum(param, high[:, None, None]), low[:, None, None])
     return param
 
@@ -66,9 +70,13 @@ def _step(model: ModelHandle, plan: AscentPlan, state: list[Tensor], targets: Te
           step: Tensor) -> list[Tensor]:
     param, m, v, code = state
     param = param.detach().requires_grad_(True)
-    with torch.enable_grad():
+    relus = (hooks.relu_backward_rule(model.module, "redirected") if plan.redirect_relu
+             else nullcontext())
+    # one random stream per row and step: a row's draws never depend on its batch
+    pairs = zip(targets[:, SEED].tolist(), step.tolist())
+    seeds = [regularizers.mix_seed(row_seed, row_step) for row_seed, row_step in pairs]
+    with torch.enable_grad(), relus:
         image = _image(plan, param)
-        seeds = [regularizers.mix_seed(seed, s) for seed, s in zip(targets[:, SEED].tolist(), step.tolist())]
         seen = regularizers.transform(image, seeds, plan.jitter, plan.scale, plan.rotate,
                                       plan.noise)
         value, _ = objective_value(model, plan, image, seen, targets, code, full=False)

@@ -105,9 +105,30 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
+class _RedirectedReLU(torch.autograd.Function):
+    """For gradient ascent (grad is d objective / d output): the ReLU's gradient, except that a
+    sample for which it is zero everywhere gets the gradient wherever it would raise the output
+    (negative inputs pushed lower are still cut). Lucid's redirected ReLU (Olah et al. 2017):
+    it lets an optimisation leave a start where every unit on its path is dead."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        normal = grad * (x > 0).to(grad.dtype)
+        redirected = grad * ((x >= 0) | (grad > 0)).to(grad.dtype)
+        alive = normal.flatten(1).abs().amax(dim=1) > 0  # decided per sample, never per batch
+        return torch.where(alive.view(-1, *(1,) * (grad.ndim - 1)), normal, redirected)
+
+
 RELU_RULES: dict[str, type[torch.autograd.Function]] = {
     "guided": _GuidedReLU,
     "deconvnet": _DeconvReLU,
+    "redirected": _RedirectedReLU,
 }
 
 

@@ -18,7 +18,7 @@ from .maximize import layer_output
 
 # No random transformations by default: a shifted image has a shifted code, which would make
 # the exact match the loss asks for impossible.
-INVERSION_PARAMS = ascent_params(learning_rate=0.05, tv=0.05)
+INVERSION_PARAMS = ascent_params(learning_rate=0.05, tv=0.01)
 
 
 @register_objective("inversion", INVERSION_PARAMS)

@@ -5,9 +5,9 @@
 - channel: Erhan et al. 2009, the mean of one channel's feature map at a layer.
 - neuron: one spatial unit (y, x) of one channel at a layer.
 
-The loop lives in ascent.py; this module only says what each row's objective is. The unit
-(class or channel index) and the neuron's position come from the row's targets, so rows of
-different requests with different units share one pass.
+The step lives in ascent_step.py and the loop in scheduling/maximize.py; this module only says
+what each row's objective is. The unit (class or channel index) and the neuron's position come
+from the row's targets, so rows of different requests with different units share one pass.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from . import hooks
 from .ascent import NEURON_X, NEURON_Y, UNIT, AscentPlan, ascent_params, register_objective
 from .base import ModelHandle
 
-# Defaults that make readable pictures in a few hundred steps: the L2 prior of eq. 1 keeps the
-# image near the mean, small jitter and blur suppress the high-frequency patterns that fool
-# a network without looking like anything (Yosinski et al. 2015, Olah et al. 2017).
-CLASS_PARAMS = ascent_params(learning_rate=0.05, l2=0.05, jitter=2, noise=0.1, blur_every=4,
+# Class models: the L2 prior of eq. 1 keeps the image near the mean, small jitter and blur
+# suppress the high-frequency patterns that fool a network without looking like anything
+# (Yosinski et al. 2015, Olah et al. 2017). Units: no prior, the strongest activation within
+# the valid pixel range (Erhan et al.'s bounded-input setting); priors are one parameter away.
+CLASS_PARAMS = ascent_params(learning_rate=0.05, l2=0.05, jitter=2, blur_every=4,
                              blur_sigma=0.5)
-UNIT_PARAMS = ascent_params(learning_rate=0.05, l2=0.01, jitter=2, noise=0.1, blur_every=4,
-                            blur_sigma=0.5)
+UNIT_PARAMS = ascent_params(learning_rate=0.1)
 
 
 def layer_output(model: ModelHandle, images: Tensor, layer: str, full: bool

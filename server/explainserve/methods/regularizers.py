@@ -1,8 +1,8 @@
 """Image priors and random transformations for activation maximisation and inversion.
 
 Penalties are per row, so rows from different requests can share a batch. The random
-transformations (jitter, scale, rotation: lucent's "transformation robustness", Olah et al.
-2017) draw from a generator per row and step, seeded from the request's seed, so a row's
+transformations (jitter, scale, rotation, noise: lucent's "transformation robustness", Olah
+et al. 2017) draw from a generator per row and step, seeded from the request's seed, so a row's
 randomness never depends on who else is in its batch.
 """
 
@@ -65,8 +65,8 @@ def random_affine(seeds: list[int], jitter: int, scale: float, rotate: float,
 def transform(images: Tensor, seeds: list[int], jitter: int, scale: float, rotate: float,
               noise: float = 0.0) -> Tensor:
     """The images as the model sees them at this step: randomly moved, plus Gaussian noise of
-    std `noise` (which also moves an optimisation off a flat start, where a ReLU network's
-    gradient can be exactly zero). The identity when all are off."""
+    std `noise` (robustness to noise; it also smooths the objective). The identity when all
+    are off, so that a row's gradient is exactly the objective's."""
     if jitter or scale or rotate:
         thetas = random_affine(seeds, jitter, scale, rotate, tuple(images.shape[-2:]))
         grid = F.affine_grid(thetas.to(images.device, images.dtype), list(images.shape),
@@ -74,7 +74,7 @@ def transform(images: Tensor, seeds: list[int], jitter: int, scale: float, rotat
         images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
                                align_corners=False)
     if noise:
-        draws = torch.stack([torch.randn(images.shape[1:], generator=torch.Generator().manual_seed(
-            mix_seed(seed, _NOISE_STREAM))) for seed in seeds])
+        generators = [torch.Generator().manual_seed(mix_seed(seed, _NOISE_STREAM)) for seed in seeds]
+        draws = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators])
         images = images + noise * draws.to(images.device, images.dtype)
     return images
