@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from explainserve.app import BackgroundServer
 from explainserve.config import ModelConfig, ServerConfig
-from explainserve.models.registry import build_module, load_state_dict
+from explainserve.models.registry import build_module, channels_last_works, load_state_dict
 
 
 @contextlib.contextmanager
@@ -21,11 +21,20 @@ def running_server(models: tuple[ModelConfig, ...], **options) -> Iterator[Backg
 
 
 def reference_module(config: ModelConfig) -> torch.nn.Module:
-    """The same network and weights as the server loads, built independently for references."""
+    """The same network and weights as the server loads, built independently for references,
+    and laid out in memory as the server's CPU replica is (channels last where it works): the
+    layout picks other convolution kernels, whose float32 rounding can flip a near-tie in a
+    random network's ReLU or max-pool and so change a gradient path. The methods' math does
+    not depend on the layout."""
     module = build_module(config)
     if config.weights is not None:
         module.load_state_dict(load_state_dict(config.weights))
-    return module.eval()
+    module.eval()
+    wanted = config.memory_format
+    shape = (len(config.mean), *config.input_size)
+    if wanted == "channels_last" or (wanted == "auto" and channels_last_works(module, shape)):
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def relative_l2(actual, expected) -> float:

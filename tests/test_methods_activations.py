@@ -119,8 +119,9 @@ def test_the_forward_pass_stops_after_the_last_requested_layer(models_by_name):
     finally:
         handle.remove()
     assert calls == [] and "logits" not in outputs
+    # the CPU replica runs channels-last: same values up to float32 rounding
     np.testing.assert_allclose(outputs["layer:layer1.0.relu"][0], expected["layer1.0.relu"],
-                               rtol=1e-6)
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_activations_grid_shows_each_channel_min_max_scaled(client, resnet):

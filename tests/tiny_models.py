@@ -104,3 +104,21 @@ class DoubledLogits(ConvGapLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 2 * super().forward(x)
+
+
+class ViewsConvOutput(nn.Module):
+    """conv -> `.view` of its output as if contiguous -> linear: a forward that fails once the
+    activations are channels last, so the server must keep this model contiguous."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, kernel_size=3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x)
+        return self.fc(features.view(features.shape[0], -1))
+
+
+def build_views_conv_output(num_classes: int = 4) -> ViewsConvOutput:
+    return ViewsConvOutput(num_classes)

@@ -40,6 +40,13 @@ class ModelConfig:
     labels: Path | None = None
     default_layer: str | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    # How convolution weights and activations are laid out on the device. "auto": channels
+    # last (NHWC) on a CPU, where oneDNN's convolutions run 12-18% faster that way
+    # (docs/benchmarks.md), if the model's forward accepts it; the model's own layout elsewhere.
+    memory_format: str = "auto"  # auto | channels_last | contiguous
+
+
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class ServerConfig:
 
 _MODEL_KEYS = {"arch", "weights", "num_classes", "input_size", "mean", "std", "labels",
                "default_layer", "max_batch_size", "max_queue_delay_ms", "max_queue_size",
-               "max_chunk_ms"}
+               "max_chunk_ms", "memory_format"}
 
 
 def load_model_repository(path: Path) -> tuple[ModelConfig, ...]:
@@ -139,6 +146,10 @@ def _model_config(name: str, table: dict[str, Any], base: Path) -> ModelConfig:
             raise ConfigError(f"model {name!r}: {key} file {resolved} does not exist")
         return resolved
 
+    memory_format = table.get("memory_format", "auto")
+    if memory_format not in MEMORY_FORMATS:
+        raise ConfigError(f"model {name!r}: memory_format {memory_format!r} is not one of "
+                          f"{list(MEMORY_FORMATS)}")
     batching_keys = {f.name for f in fields(BatchingConfig)}
     batching = BatchingConfig(**{k: table[k] for k in batching_keys if k in table})
     return ModelConfig(
@@ -146,4 +157,5 @@ def _model_config(name: str, table: dict[str, Any], base: Path) -> ModelConfig:
         num_classes=int(table["num_classes"]), input_size=size,
         mean=tuple(table.get("mean", IMAGENET_MEAN)), std=tuple(table.get("std", IMAGENET_STD)),
         labels=file("labels"), default_layer=table.get("default_layer"), batching=batching,
+        memory_format=memory_format,
     )

@@ -78,21 +78,6 @@ def capture_outputs(
         yield captured
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward passes 1{x>0} * max(0, g) (Springenberg et al. 2014, eq. for R^l)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        # ReLU's own backward (one fused kernel) of the positive part of the gradient
-        return torch.ops.aten.threshold_backward(grad.clamp(min=0), x, 0)
-
-
 class _DeconvReLU(torch.autograd.Function):
     """ReLU whose backward passes max(0, g), ignoring the forward mask (Zeiler & Fergus 2014)."""
 
@@ -125,8 +110,15 @@ class _RedirectedReLU(torch.autograd.Function):
         return torch.where(alive.view(-1, *(1,) * (grad.ndim - 1)), normal, redirected)
 
 
+# Rules that keep ReLU's own backward, 1{s > 0} * g, and only transform the gradient g that
+# arrives at its output. Guided backprop is 1{s > 0} * max(0, R^{l+1}): ReLU's backward of the
+# positive part. Costs one clamp per ReLU and nothing in the forward pass.
+OUTPUT_GRADIENT_RULES: dict[str, Callable[[Tensor], Tensor]] = {
+    "guided": lambda grad: grad.clamp(min=0),
+}
+
+# Rules that replace ReLU's backward altogether (it ignores or redirects the forward mask).
 RELU_RULES: dict[str, type[torch.autograd.Function]] = {
-    "guided": _GuidedReLU,
     "deconvnet": _DeconvReLU,
     "redirected": _RedirectedReLU,
 }
@@ -134,13 +126,19 @@ RELU_RULES: dict[str, type[torch.autograd.Function]] = {
 
 @contextmanager
 def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
-    """Replace the backward of every nn.ReLU module with `rule` for the passes in the block.
+    """Give every nn.ReLU module's backward the rule `rule` for the passes in the block (both
+    the forward and the backward must run inside it). Forward values never change.
 
-    The pre-hook keeps the ReLU's input before the module runs (an inplace ReLU would overwrite
-    it, and resnet reuses one inplace ReLU module twice per block), and the forward hook
+    An output-gradient rule hooks the gradient of each ReLU call's output tensor, so resnet's
+    one inplace ReLU module called twice per block gets a hook per call. A replacing rule keeps
+    each call's input in a pre-hook (the module then works, in place or not, on a clone) and
     returns the rule's ReLU of that input in place of the module's output. No module is
-    swapped, and each call of a shared module gets its own saved input.
+    swapped; module and tensor hooks are all removed on the way out.
     """
+    if rule in OUTPUT_GRADIENT_RULES:
+        with _output_gradient_rule(model, OUTPUT_GRADIENT_RULES[rule]):
+            yield
+        return
     function = RELU_RULES[rule]
     pending: dict[int, list[Tensor]] = {}
     handles = []
@@ -156,6 +154,23 @@ def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
         if isinstance(module, nn.ReLU):
             handles.append(module.register_forward_pre_hook(keep_input))
             handles.append(module.register_forward_hook(apply_rule))
+    with _installed(handles):
+        yield
+
+
+@contextmanager
+def _output_gradient_rule(model: nn.Module, transform: Callable[[Tensor], Tensor]
+                          ) -> Iterator[None]:
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def hook_output(module: nn.Module, args: tuple, output: Tensor) -> None:
+        if output.requires_grad:
+            # registered after the (possibly inplace) ReLU ran: it sees d score / d output
+            handles.append(output.register_hook(transform))
+
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            handles.append(module.register_forward_hook(hook_output))
     with _installed(handles):
         yield
 

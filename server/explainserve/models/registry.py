@@ -6,6 +6,7 @@ pickled module is never loaded. Layer names are looked up only among `named_modu
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import logging
@@ -40,6 +41,14 @@ class LoadedModel:
     labels: tuple[str, ...]
     layers: tuple[LayerDescription, ...]
     default_layer: str
+    channels_last_works: bool = False  # the forward runs with channels-last weights
+
+    def memory_format(self, device: torch.device) -> torch.memory_format:
+        """The layout of the replica on `device` (ModelConfig.memory_format)."""
+        wanted = self.config.memory_format
+        if wanted == "auto":
+            wanted = "channels_last" if device.type == "cpu" and self.channels_last_works else ""
+        return torch.channels_last if wanted == "channels_last" else torch.preserve_format
 
     @property
     def name(self) -> str:
@@ -111,9 +120,31 @@ def load_model(config: ModelConfig) -> LoadedModel:
     default_layer = config.default_layer or last_spatial_layer(layers)
     if default_layer and default_layer not in {layer.name for layer in layers}:
         raise ConfigError(f"model {config.name!r}: default_layer {default_layer!r} is not a module path")
-    logger.info("loaded model %s (%s, %d classes, default layer %s)",
-                config.name, config.arch, config.num_classes, default_layer)
-    return LoadedModel(config, module, labels, layers, default_layer)
+    channels_last = channels_last_works(module, (len(config.mean), *config.input_size))
+    if config.memory_format == "channels_last" and not channels_last:
+        raise ConfigError(f"model {config.name!r}: memory_format 'channels_last' was asked for, "
+                          f"but the model's forward fails or differs with channels-last weights")
+    logger.info("loaded model %s (%s, %d classes, default layer %s, channels-last %s)",
+                config.name, config.arch, config.num_classes, default_layer,
+                "works" if channels_last else "unusable")
+    return LoadedModel(config, module, labels, layers, default_layer, channels_last)
+
+
+def channels_last_works(module: nn.Module, input_shape: tuple[int, int, int]) -> bool:
+    """Whether a channels-last copy of the model gives the same logits. A model with 4-D
+    weights may still `view` a conv output as if it were contiguous, which fails (or, rarely,
+    reads it in the wrong order) once activations are channels last."""
+    if not any(p.ndim == 4 for p in module.parameters()):
+        return False  # nothing to lay out differently
+    probe = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    trial = copy.deepcopy(module).to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad():
+            expected, got = module(probe), trial(probe)
+    except RuntimeError as error:
+        logger.info("channels-last forward fails (%s); keeping the contiguous layout", error)
+        return False
+    return bool(torch.allclose(got, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max())))
 
 
 def describe_layers(module: nn.Module, input_shape: tuple[int, int, int]) -> tuple[LayerDescription, ...]:

@@ -51,7 +51,8 @@ class Replica:
 
     def __init__(self, model: LoadedModel, device: torch.device) -> None:
         self.device = device
-        self.module: nn.Module = copy.deepcopy(model.module).to(device).eval()
+        layout = model.memory_format(device)
+        self.module: nn.Module = copy.deepcopy(model.module).to(device, memory_format=layout).eval()
         self._layers = dict(self.module.named_modules())
 
     def layer(self, name: str) -> nn.Module:
