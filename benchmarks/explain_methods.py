@@ -269,11 +269,17 @@ class ServerProcess:
 
 
 def served(address: str, model: str, method: str, params: dict) -> Callable:
+    """Batch N = N concurrent callers, each with its own long-lived connection, as N client
+    services would hold them (a connection per call would time the TCP and HTTP/2 set-up)."""
+    clients: list[Client] = []
+
     def call(images, targets):
+        while len(clients) < len(images):
+            clients.append(Client(address, timeout=600))
+
         def one(index):
-            with Client(address, timeout=600) as client:
-                return client.explain(images[index].numpy(), model=model, method=method,
-                                      targets=[targets[index]], **params)
+            return clients[index].explain(images[index].numpy(), model=model, method=method,
+                                          targets=[targets[index]], **params)
         with ThreadPoolExecutor(max_workers=len(images)) as pool:
             return list(pool.map(one, range(len(images))))
     return call

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import re
@@ -123,8 +124,10 @@ async def drive(address: str, requests: list, clients: int, seconds: float,
                 latencies.append(time.perf_counter() - started)
             except grpc.aio.AioRpcError as error:
                 code = error.code().name
-                if code == "RESOURCE_EXHAUSTED":
-                    await asyncio.sleep(0.005)
+                if code == "RESOURCE_EXHAUSTED":  # wait as long as the server asks, as
+                    # gRPC's retry policy does with grpc-retry-pushback-ms
+                    hint = dict(error.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                    await asyncio.sleep(int(hint) / 1000 if hint else 0.005)
             codes[code] = codes.get(code, 0) + 1
             index += clients
 
@@ -167,10 +170,15 @@ def floors(batch_sizes: list[int], repeats: int) -> dict:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=1000).eval().requires_grad_(False)
-    result: dict = {"per_image": {}}
+    # laid out as the server's CPU replica is (memory_format "auto"): the same work
+    served_layout = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    result: dict = {"per_image": {}, "per_image_contiguous": {}}
     for batch in sorted(set(batch_sizes)):
         inputs = torch.randn(batch, 3, SIZE, SIZE)
-        result["per_image"][batch] = timed(lambda: _forward_backward(model, inputs), repeats) / batch
+        result["per_image"][batch] = timed(
+            lambda: _forward_backward(served_layout, inputs), repeats) / batch
+        result["per_image_contiguous"][batch] = timed(
+            lambda: _forward_backward(model, inputs), repeats) / batch
     reference = torchvision.models.resnet18(num_classes=1000).eval()  # as a user would load it
     reference.load_state_dict(model.state_dict())
     image = torch.randn(1, 3, SIZE, SIZE)

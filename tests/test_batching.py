@@ -173,3 +173,15 @@ def test_batching_settings_come_from_the_model_repository(tmp_path):
     (config,) = load_model_repository(tmp_path / "models.toml")
     assert config.batching == replace(BatchingConfig(), max_batch_size=3, max_queue_delay_ms=7.5,
                                       max_queue_size=9)
+
+
+def test_a_full_queue_refuses_before_decoding_the_request():
+    """An overloaded server answers RESOURCE_EXHAUSTED without decoding (here: corrupt image
+    bytes, which would be INVALID_ARGUMENT), so 256 clients cannot turn refusals into load."""
+    model = tiny("closed", max_queue_size=0)
+    with running_server((model,)) as server, Client(server.address) as client:
+        request = client.explain_request(b"not an image", "closed", "gradcam")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(client.stub.Explain(request, timeout=30))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert int(dict(refused.value.trailing_metadata())["grpc-retry-pushback-ms"]) >= 10

@@ -79,6 +79,7 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
 
     async def Explain(self, request: pb.ExplainRequest, context) -> AsyncIterator[pb.ExplainResponse]:
         async with self._call("Explain", context, request.model, request.method):
+            self._engine.batcher.admit(request.model)  # refuse before the costly decode
             query = codec.decode_explain(request, context.time_remaining())
             result = await self._engine.explain(query)
             responses = list(codec.encode_explain(result, list(request.outputs),

@@ -100,15 +100,28 @@ class Batcher:
         self._row_seconds: dict[tuple[str, Hashable], float] = {}
         self._changed = asyncio.Event()
 
+    def admit(self, model: str) -> None:
+        """RESOURCE_EXHAUSTED, with a retry hint, when `model`'s queue is full. Called before a
+        request is decoded as well as at submit, so an overloaded server refuses cheaply."""
+        config = self._batching.get(model)
+        if config is None or self._queued_jobs[model] < config.max_queue_size:
+            return  # unknown models get their NOT_FOUND from the registry
+        metrics.REJECTED.labels(reason="queue_full").inc()
+        raise ResourceExhausted(
+            f"queue of model {model!r} is full ({config.max_queue_size} requests); retry later",
+            retry_after_ms=self._drain_estimate_ms(model, config))
+
+    def _drain_estimate_ms(self, model: str, config: BatchingConfig) -> int:
+        """About the time the device needs for half the queue: a client that waits this long
+        finds room, and 256 clients do not turn the refusals themselves into the load."""
+        per_row = [seconds for (name, _), seconds in self._row_seconds.items() if name == model]
+        if not per_row:
+            return max(10, int(config.max_queue_delay_ms * 10))
+        return max(10, int(1000 * max(per_row) * config.max_queue_size / 2))
+
     def submit(self, job: Job) -> None:
         """Queue a job, or answer RESOURCE_EXHAUSTED when its model's queue is full."""
-        config = self._batching[job.model]
-        if self._queued_jobs[job.model] >= config.max_queue_size:
-            metrics.REJECTED.labels(reason="queue_full").inc()
-            raise ResourceExhausted(
-                f"queue of model {job.model!r} is full ({config.max_queue_size} requests); retry later",
-                retry_after_ms=max(10, int(config.max_queue_delay_ms * 10)),
-            )
+        self.admit(job.model)
         self._queues.setdefault((job.model, job.kernel.key), deque()).append(job)
         self._queued_jobs[job.model] += 1
         metrics.QUEUE_DEPTH.labels(model=job.model).inc()
