@@ -115,30 +115,41 @@ def test_neuron_maximisation_drives_up_one_unit(demo_client, demo_module):
 
 
 def test_inversion_from_the_last_conv_layer_matches_code_and_class(demo_client, demo_module):
-    """Mahendran & Vedaldi from noise at the last Conv2d: the normalised loss they minimise,
-    ||Phi(x) - Phi0||^2 / ||Phi0||^2, ends below 0.1 (a relative L2 error below 0.2) and the
-    reconstruction is the original's class. (A relative L2 error below 0.1 is not reached in a
-    few hundred steps on this model: ReLU and max-pool local minima hold it near 0.1-0.15.)"""
+    """Mahendran & Vedaldi from seeded noise at the last Conv2d, with the defaults (1,024
+    steps, the best of 4 starts): the code is within 10% relative L2 error of the original's,
+    ||Phi(x) - Phi0|| / ||Phi0|| < 0.1, and the reconstruction is the original's class."""
     layer = "features.block4.conv"
     picture = shapes.draw_shape("star", seed=3)
     original = model_input(picture)
     (frame,) = demo_client.maximize("demo", objective="inversion", layer=layer,
                                     reference=picture, formats=("tensor",), seed=2)
+    assert frame.step == 1024
     target = layer_output(demo_module, original, layer)
     reconstruction = torch.from_numpy(frame.tensor)[None]
     code = layer_output(demo_module, reconstruction, layer)
     error = relative_l2(code, target)
-    assert error < 0.2
+    assert error < 0.1
     assert -frame.objective_value >= error ** 2 - 1e-6  # the loss plus the TV prior
-    assert error ** 2 < 0.1
     (mean_image,) = demo_client.maximize("demo", objective="inversion", layer=layer, steps=1,
                                          reference=picture, formats=("tensor",),
-                                         initialization="zeros", learning_rate=1e-6)
+                                         initialization="zeros", learning_rate=1e-6, restarts=1)
     start_error = relative_l2(layer_output(demo_module, torch.from_numpy(mean_image.tensor)[None],
                                            layer), target)
     assert error < start_error / 4
     with torch.no_grad():
         assert int(demo_module(reconstruction).argmax()) == int(demo_module(original).argmax())
+
+
+def test_restarts_keep_the_best_start(demo_client):
+    """Each frame shows the restart with the highest objective: never worse than the first
+    start alone (which is the request with restarts=1, same seed)."""
+    kwargs = dict(steps=16, frame_every=8, initialization="noise", formats=("tensor",), seed=5,
+                  jitter=2)
+    alone = list(demo_client.maximize_frames("demo", [2], restarts=1, **kwargs))
+    best = list(demo_client.maximize_frames("demo", [2], restarts=3, **kwargs))
+    assert [f.step for f in best] == [8, 16]
+    for single, chosen in zip(alone, best):
+        assert chosen.objective_value >= single.objective_value
 
 
 def test_fourier_parameterisation_and_a_start_image(demo_client, demo_module):
@@ -251,6 +262,8 @@ def test_a_passed_deadline_stops_the_optimisation(demo_client):
 @pytest.mark.parametrize("call, status, words", [
     (dict(units=[0], steps=5000), StatusCode.INVALID_ARGUMENT, "steps 5000"),
     (dict(units=list(range(8)) * 5), StatusCode.INVALID_ARGUMENT, "40 images"),
+    (dict(units=list(range(8)), restarts=5), StatusCode.INVALID_ARGUMENT, "8 images x 5 restarts"),
+    (dict(units=[0], restarts=17), StatusCode.INVALID_ARGUMENT, "'restarts'"),
     (dict(units=[0], steps=300, frame_every=1), StatusCode.INVALID_ARGUMENT, "frame_every"),
     (dict(units=[0], size=1024), StatusCode.INVALID_ARGUMENT, "size 1024"),
     (dict(units=[0], jitter=-1), StatusCode.INVALID_ARGUMENT, "'jitter'"),

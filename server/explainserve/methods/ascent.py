@@ -48,6 +48,7 @@ class AscentPlan:
     noise: float = 0.0
     clip: bool = True
     redirect_relu: bool = True
+    redirect_steps: int = 0
     batch_invariant: bool = False
 
     @property
@@ -77,6 +78,12 @@ def ascent_params(**defaults) -> tuple[Param, ...]:
         Param("redirect_relu", bool, True,
               help="let the gradient through ReLUs that block it entirely (lucid's redirected "
                    "ReLU), so a flat start where every unit is dead can move"),
+        Param("redirect_steps", int, 0, 0, 1 << 16,
+              help="for this many first steps, redirect the gradient at every ReLU unit that "
+                   "blocks it, not only in a ReLU that blocks it entirely"),
+        Param("restarts", int, 1, 1, 16,
+              help="optimise this many seeded starts per image and show the best (highest "
+                   "objective) in each frame"),
         Param("batch_invariant", bool, False,
               help="compute each image alone inside its batch: bit-identical frames whoever "
                    "shares the batch, at the cost of batched throughput"),
@@ -100,16 +107,18 @@ class ObjectiveSpec:
     name: str
     function: ObjectiveFn
     params: tuple[Param, ...]
+    default_steps: int = 256
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
 
 
-def register_objective(name: str, params: tuple[Param, ...]) -> Callable[[ObjectiveFn], ObjectiveFn]:
+def register_objective(name: str, params: tuple[Param, ...], default_steps: int = 256
+                       ) -> Callable[[ObjectiveFn], ObjectiveFn]:
     def decorator(function: ObjectiveFn) -> ObjectiveFn:
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} is registered twice")
-        OBJECTIVES[name] = ObjectiveSpec(name, function, params)
+        OBJECTIVES[name] = ObjectiveSpec(name, function, params, default_steps)
         return function
     return decorator
 

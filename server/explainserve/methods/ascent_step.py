@@ -70,7 +70,10 @@ def _step(model: ModelHandle, plan: AscentPlan, state: list[Tensor], targets: Te
           step: Tensor) -> list[Tensor]:
     param, m, v, code = state
     param = param.detach().requires_grad_(True)
-    relus = (hooks.relu_backward_rule(model.module, "redirected") if plan.redirect_relu
+    # early rows are redirected at every unit (plan.redirect_steps), the others only where a
+    # ReLU blocks a row's whole gradient
+    early = step < plan.redirect_steps
+    relus = (hooks.relu_backward_rule(model.module, "redirected", early) if plan.redirect_relu
              else nullcontext())
     # one random stream per row and step: a row's draws never depend on its batch
     pairs = zip(targets[:, SEED].tolist(), step.tolist())

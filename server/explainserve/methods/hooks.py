@@ -91,23 +91,26 @@ class _DeconvReLU(torch.autograd.Function):
 
 
 class _RedirectedReLU(torch.autograd.Function):
-    """For gradient ascent (grad is d objective / d output): the ReLU's gradient, except that a
-    sample for which it is zero everywhere gets the gradient wherever it would raise the output
-    (negative inputs pushed lower are still cut). Lucid's redirected ReLU (Olah et al. 2017):
-    it lets an optimisation leave a start where every unit on its path is dead."""
+    """For gradient ascent (grad is d objective / d output): the ReLU's gradient, except where
+    it blocks a gradient that would raise the output (negative inputs pushed lower stay cut).
+    A row whose `everywhere` flag is set gets that at every unit; any other row only when the
+    ReLU blocks its whole gradient. Lucid's redirected ReLU (Olah et al. 2017): it lets an
+    optimisation leave a start where every unit on its path is dead, and (everywhere) lets dead
+    units that the objective needs come back instead of staying in a ReLU's local minimum."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
+    def forward(ctx, x: Tensor, everywhere: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, everywhere)
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        x, everywhere = ctx.saved_tensors
         normal = grad * (x > 0).to(grad.dtype)
         redirected = grad * ((x >= 0) | (grad > 0)).to(grad.dtype)
         alive = normal.flatten(1).abs().amax(dim=1) > 0  # decided per sample, never per batch
-        return torch.where(alive.view(-1, *(1,) * (grad.ndim - 1)), normal, redirected)
+        use_normal = alive & ~everywhere
+        return torch.where(use_normal.view(-1, *(1,) * (grad.ndim - 1)), normal, redirected), None
 
 
 # Rules that keep ReLU's own backward, 1{s > 0} * g, and only transform the gradient g that
@@ -125,7 +128,7 @@ RELU_RULES: dict[str, type[torch.autograd.Function]] = {
 
 
 @contextmanager
-def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
+def relu_backward_rule(model: nn.Module, rule: str, *options: Tensor) -> Iterator[None]:
     """Give every nn.ReLU module's backward the rule `rule` for the passes in the block (both
     the forward and the backward must run inside it). Forward values never change.
 
@@ -133,7 +136,8 @@ def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
     one inplace ReLU module called twice per block gets a hook per call. A replacing rule keeps
     each call's input in a pre-hook (the module then works, in place or not, on a clone) and
     returns the rule's ReLU of that input in place of the module's output. No module is
-    swapped; module and tensor hooks are all removed on the way out.
+    swapped; module and tensor hooks are all removed on the way out. `options` go to a
+    replacing rule after the input (the redirected rule's per-row flags).
     """
     if rule in OUTPUT_GRADIENT_RULES:
         with _output_gradient_rule(model, OUTPUT_GRADIENT_RULES[rule]):
@@ -148,7 +152,7 @@ def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
         return (args[0].clone(),)  # the module may work in place on the clone only
 
     def apply_rule(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        return function.apply(pending[id(module)].pop())
+        return function.apply(pending[id(module)].pop(), *options)
 
     for module in model.modules():
         if isinstance(module, nn.ReLU):

@@ -17,11 +17,14 @@ from .base import ModelHandle
 from .maximize import layer_output
 
 # No random transformations by default: a shifted image has a shifted code, which would make
-# the exact match the loss asks for impossible.
-INVERSION_PARAMS = ascent_params(learning_rate=0.05, tv=0.01)
+# the exact match the loss asks for impossible. The loss has local minima where ReLU units the
+# code needs stay dead and max-pools pick other pixels; on the demo model, redirecting the
+# gradient at every dead unit for the first quarter of the steps and keeping the best of four
+# seeded starts take the relative code error from 0.09-0.15 to 0.07-0.10 (docs/maximize.md).
+INVERSION_PARAMS = ascent_params(learning_rate=0.02, tv=0.01, redirect_steps=256, restarts=4)
 
 
-@register_objective("inversion", INVERSION_PARAMS)
+@register_objective("inversion", INVERSION_PARAMS, default_steps=1024)
 def code_match(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
                plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """Minus the normalised squared distance between each row's code and its target code."""

@@ -74,6 +74,7 @@ class _Run:
     model: LoadedModel
     plan: AscentPlan
     units: list[int]
+    restarts: int  # rows per image; each frame shows the image's best row
     steps: int
     steps_per_pass: int
     targets: Tensor  # [N, 7] with STEP, COUNT and REPORT filled in per pass
@@ -96,9 +97,17 @@ async def maximize(engine: Engine, query: MaximizeQuery) -> AsyncIterator[Frame]
         state, step = outputs["state"], step + count
         if step == due:
             for index, unit in enumerate(run.units):
+                row = _best_row(outputs["objective"], index, run.restarts)
                 yield Frame(index, unit, step, step == run.steps,
-                            float(outputs["objective"][index]), int(outputs["predicted"][index]),
-                            float(outputs["probability"][index]), outputs["image"][index])
+                            float(outputs["objective"][row]), int(outputs["predicted"][row]),
+                            float(outputs["probability"][row]), outputs["image"][row])
+
+
+def _best_row(objective: Tensor, image: int, restarts: int) -> int:
+    """The row of `image` whose objective is highest (random restarts: Mahendran & Vedaldi's
+    and the unit objectives' losses have local optima that another start avoids)."""
+    first = image * restarts
+    return first + int(objective[first:first + restarts].argmax())
 
 
 def _next_frame(step: int, frame_every: int, steps: int) -> int:
@@ -111,7 +120,8 @@ async def _prepare(engine: Engine, query: MaximizeQuery) -> _Run:
     if spec is None:
         raise InvalidArgument(f"objective {query.objective!r} is not one of {sorted(OBJECTIVES)}")
     params = parse_params(f"maximize/{spec.name}", spec.params, query.params)
-    steps = check_counts(engine, query)
+    restarts = params["restarts"]
+    steps = check_counts(engine, query, spec.default_steps, restarts)
     image_shape = check_size(engine, model, params["size"])
     layer = check_layer(model, query)
     shape = await layer_shape(engine, model, query, layer, image_shape)
@@ -119,15 +129,17 @@ async def _prepare(engine: Engine, query: MaximizeQuery) -> _Run:
     neuron = check_neuron(query, shape)
     reference = reference_image(engine, model, query)
     code = await _target_code(engine, model, query, layer, reference)
-    code = code.expand(len(units), *code.shape[1:])
+    rows = [unit for unit in units for _ in range(restarts)]  # image i: rows i*R .. i*R+R-1
+    code = code.expand(len(rows), *code.shape[1:])
     plan = AscentPlan(objective=spec.name, layer=layer, image_shape=image_shape,
                       mean=tuple(model.config.mean), std=tuple(model.config.std),
                       code_shape=tuple(code.shape[1:]),
                       **{k: v for k, v in params.items() if k in _PLAN_FIELDS})
-    start = _start(plan, query, reference, len(units))
-    logger.debug("maximize %s on %s: %d images, %d steps", spec.name, model.name, len(units), steps)
-    return _Run(model, plan, units, steps, params["steps_per_pass"],
-                _targets(units, neuron, query.seed),
+    start = _start(plan, query, reference, len(rows))
+    logger.debug("maximize %s on %s: %d images x %d restarts, %d steps", spec.name, model.name,
+                 len(units), restarts, steps)
+    return _Run(model, plan, units, restarts, steps, params["steps_per_pass"],
+                _targets(rows, neuron, query.seed),
                 pack(start, torch.zeros_like(start), torch.zeros_like(start), code))
 
 
@@ -143,7 +155,7 @@ async def _target_code(engine: Engine, model: LoadedModel, query: MaximizeQuery,
 
 
 def _targets(units: list[int], neuron: tuple[int, int], seed: int) -> Tensor:
-    """Each image's integers (ascent.py's columns); each gets its own random stream."""
+    """Each row's integers (ascent.py's columns); each row gets its own random stream."""
     targets = torch.zeros(len(units), 7, dtype=torch.long)
     targets[:, UNIT] = torch.tensor(units)
     targets[:, NEURON_Y], targets[:, NEURON_X] = neuron

@@ -19,12 +19,12 @@ from .engine import Engine
 if TYPE_CHECKING:
     from .maximize import MaximizeQuery
 
-DEFAULT_STEPS = 256
-
-def check_counts(engine: Engine, query: MaximizeQuery) -> int:
-    """Steps (0: the default), frames per image and images against the limits."""
+def check_counts(engine: Engine, query: MaximizeQuery, default_steps: int,
+                 restarts: int) -> int:
+    """Steps (0: the objective's default), frames per image and optimised rows (images times
+    restarts) against the limits."""
     limits = engine.limits
-    steps = query.steps or DEFAULT_STEPS
+    steps = query.steps or default_steps
     if steps > limits.max_maximize_steps:
         raise InvalidArgument(f"steps {steps} exceeds the limit of {limits.max_maximize_steps}")
     frames = math.ceil(steps / query.frame_every) if query.frame_every else 1
@@ -33,8 +33,9 @@ def check_counts(engine: Engine, query: MaximizeQuery) -> int:
             f"frame_every {query.frame_every} gives {frames} frames per image for {steps} steps; "
             f"at most {limits.max_maximize_frames} (raise frame_every)")
     images = 1 if query.objective == "inversion" else len(query.units)
-    if images > limits.max_maximize_images:
-        raise InvalidArgument(f"{images} images requested; at most {limits.max_maximize_images}")
+    if images * restarts > limits.max_maximize_images:
+        raise InvalidArgument(f"{images} images x {restarts} restarts requested; at most "
+                              f"{limits.max_maximize_images} optimised images")
     return steps
 
 
