@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
 import numpy as np
 import torch
 import torchvision
@@ -44,10 +41,11 @@ from explainserve.methods.registry import get_method
 from explainserve.models.registry import load_model
 from explainserve.workers.pool import Replica
 from explainserve_client import Client
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import save_file
+
+from load import ServerProcess  # benchmarks/ is on the path when a script runs
 
 SIZE, CLASSES, LAYER = 224, 1000, "layer4"
 SINGLE_PASS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "cam", "gradcam",
@@ -233,41 +231,6 @@ def wall_and_cpu(functions: dict[str, Callable], images, targets, threads: int,
 
 
 # ---------------------------------------------------------------- served
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServerProcess:
-    """`explainserve serve` in a child process on a free port, stopped on exit."""
-
-    def __init__(self, repository: Path) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "explainserve", "--log-level", "WARNING", "serve", "--models",
-             str(repository), "--port", str(self.port), "--metrics-port", "0", "--device", "cpu"])
-        self.address = f"127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ServerProcess:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                with grpc.insecure_channel(self.address) as channel:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return self
-            except grpc.RpcError:
-                time.sleep(0.5)
-        self.process.kill()
-        raise RuntimeError("the server did not become SERVING")
-
-    def __exit__(self, *exc_info) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-
 def served(address: str, model: str, method: str, params: dict) -> Callable:
     """Batch N = N concurrent callers, each with its own long-lived connection, as N client
     services would hold them (a connection per call would time the TCP and HTTP/2 set-up)."""

@@ -92,6 +92,12 @@ class ServerProcess:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
 
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def metric_sum(text: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import torch
 from explainserve.app import BackgroundServer
 from explainserve.config import ModelConfig, ServerConfig
-from explainserve.models.registry import build_module, channels_last_works, load_state_dict
+from explainserve.models.registry import (build_module, channels_last_works, load_state_dict,
+                                          replica_memory_format)
 
 
 @contextlib.contextmanager
@@ -30,11 +31,9 @@ def reference_module(config: ModelConfig) -> torch.nn.Module:
     if config.weights is not None:
         module.load_state_dict(load_state_dict(config.weights))
     module.eval()
-    wanted = config.memory_format
-    shape = (len(config.mean), *config.input_size)
-    if wanted == "channels_last" or (wanted == "auto" and channels_last_works(module, shape)):
-        module.to(memory_format=torch.channels_last)
-    return module
+    works = channels_last_works(module, (len(config.mean), *config.input_size))
+    return module.to(memory_format=replica_memory_format(config.memory_format, works,
+                                                         torch.device("cpu")))
 
 
 def relative_l2(actual, expected) -> float:

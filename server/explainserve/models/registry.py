@@ -45,10 +45,7 @@ class LoadedModel:
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         """The layout of the replica on `device` (ModelConfig.memory_format)."""
-        wanted = self.config.memory_format
-        if wanted == "auto":
-            wanted = "channels_last" if device.type == "cpu" and self.channels_last_works else ""
-        return torch.channels_last if wanted == "channels_last" else torch.preserve_format
+        return replica_memory_format(self.config.memory_format, self.channels_last_works, device)
 
     @property
     def name(self) -> str:
@@ -128,6 +125,14 @@ def load_model(config: ModelConfig) -> LoadedModel:
                 config.name, config.arch, config.num_classes, default_layer,
                 "works" if channels_last else "unusable")
     return LoadedModel(config, module, labels, layers, default_layer, channels_last)
+
+
+def replica_memory_format(wanted: str, channels_last_works: bool,
+                          device: torch.device) -> torch.memory_format:
+    """"auto" is channels last on a CPU where the model allows it; otherwise as configured."""
+    if wanted == "auto":
+        wanted = "channels_last" if device.type == "cpu" and channels_last_works else "contiguous"
+    return torch.channels_last if wanted == "channels_last" else torch.preserve_format
 
 
 def channels_last_works(module: nn.Module, input_shape: tuple[int, int, int]) -> bool:

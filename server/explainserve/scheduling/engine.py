@@ -137,6 +137,6 @@ def _all_finite(tensor: Tensor) -> bool:
     """In numpy, not torch: this runs on the asyncio thread, where a torch operator would start
     a second OpenMP team that fights the worker's for the cores (under 16-client load the torch
     check cost 1.3 ms per 224x224 request, numpy's 0.05 ms)."""
-    if tensor.dtype in (torch.float16, torch.float32, torch.float64):
-        return bool(np.isfinite(tensor.detach().cpu().numpy()).all())
-    return bool(torch.isfinite(tensor).all())
+    if not tensor.is_floating_point():
+        return True  # integers have no NaN or Inf
+    return bool(np.isfinite(tensor.detach().cpu().numpy()).all())
