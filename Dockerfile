@@ -52,7 +52,7 @@ RUN useradd --uid 10001 --gid 0 --no-create-home --home-dir /tmp --shell /usr/sb
 COPY --from=builder /opt/venv /opt/venv
 # The demo model's weights and labels ship inside the installed package; this link gives a
 # model repository a stable path to name them by (deploy/base/models.toml does).
-RUN ln -s "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/explainserve/models/assets" \
+RUN ln -s "$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/explainserve/models/demo/assets" \
           /opt/explainserve/demo \
     && test -f /opt/explainserve/demo/demo.safetensors
 ENV VIRTUAL_ENV=/opt/venv \
@@ -69,7 +69,7 @@ USER 10001:0
 # 50051 gRPC (ExplainerService, health, reflection); 9090 Prometheus metrics.
 EXPOSE 50051 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "explainserve.healthcheck"]
+    CMD ["python", "-m", "explainserve.cli.health"]
 # Arguments given to `docker run` / a pod's `args` are appended; a later flag wins.
 ENTRYPOINT ["explainserve", "serve", "--host", "0.0.0.0", "--port", "50051", "--metrics-port", "9090"]
 CMD []

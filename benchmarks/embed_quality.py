@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from explainserve.app import BackgroundServer
 from explainserve.config import ServerConfig
-from explainserve.embed_report import EMBED_SEED, embed_shapes
-from explainserve.models import shapes
-from explainserve.models.builtin import demo_model_config
+from explainserve.cli.embed_plot import EMBED_SEED, embed_shapes
+from explainserve.models.demo import shapes
+from explainserve.models.demo.repository import demo_model_config
 from explainserve_client import Client
 from explainserve_client.scatter import scatter_png
 

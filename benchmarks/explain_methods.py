@@ -35,7 +35,7 @@ import torchvision
 from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, InputXGradient,
                          LayerGradCam, NoiseTunnel, Occlusion, Saliency)
 from explainserve.config import BatchingConfig, LimitsConfig, ModelConfig
-from explainserve.methods import hooks
+from explainserve import hooks
 from explainserve.methods.base import Kernel, parse_params
 from explainserve.methods.registry import get_method
 from explainserve.models.registry import load_model

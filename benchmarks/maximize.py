@@ -31,9 +31,9 @@ import torch
 import torchvision
 from explainserve.app import BackgroundServer
 from explainserve.config import ServerConfig, load_model_repository
-from explainserve.methods.ascent import AscentPlan, pack
-from explainserve.methods.ascent_step import ascent_kernel
-from explainserve.methods.maximize import CLASS_PARAMS
+from explainserve.methods.maximize.plan import AscentPlan, pack
+from explainserve.methods.maximize.step import ascent_kernel
+from explainserve.methods.maximize.objectives import CLASS_PARAMS
 from explainserve_client import Client
 from safetensors.torch import save_file
 

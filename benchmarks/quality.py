@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from explainserve.app import BackgroundServer
 from explainserve.config import ServerConfig
-from explainserve.models import shapes
-from explainserve.models.builtin import demo_model_config
+from explainserve.models.demo import shapes
+from explainserve.models.demo.repository import demo_model_config
 from explainserve_client import Client
 
 SINGLE_SEED, PAIR_SEED = 2024, 2025

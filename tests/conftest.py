@@ -82,7 +82,7 @@ def client(server) -> Iterator[Client]:
 
 @pytest.fixture(scope="session")
 def demo_server() -> Iterator[BackgroundServer]:
-    from explainserve.models.builtin import demo_model_config
+    from explainserve.models.demo.repository import demo_model_config
     with running_server((demo_model_config(),)) as background:
         yield background
 

@@ -225,7 +225,7 @@ def reference_modules(models_by_name):
 
     def get(name: str) -> nn.Module:
         if name not in cache:
-            from explainserve.models.builtin import demo_model_config
+            from explainserve.models.demo.repository import demo_model_config
             module = reference_module(demo_model_config() if name == "demo" else models_by_name[name])
             for submodule in module.modules():
                 if isinstance(submodule, nn.ReLU):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from explainserve.healthcheck import check
+from explainserve.cli.health import check
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]

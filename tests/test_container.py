@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from explainserve.cli import parser as cli_parser
+from explainserve.cli.main import parser as cli_parser
 from explainserve_client import Client
 from ops_support import ROOT, ServerProcess, free_port, plain_environment
 
@@ -91,7 +91,7 @@ def test_ports_entrypoint_and_healthcheck_match_the_server(instructions):
     assert exposed == {args.port, args.metrics_port}
     healthcheck = only(runtime, "HEALTHCHECK")[-1]
     probe = exec_form(healthcheck[healthcheck.index("CMD") + 3:].strip())
-    assert probe == ["python", "-m", "explainserve.healthcheck"]
+    assert probe == ["python", "-m", "explainserve.cli.health"]
     env = runtime_env(runtime)
     assert env["EXPLAINSERVE_HEALTH_ADDRESS"] == f"127.0.0.1:{args.port}"
 
@@ -157,8 +157,8 @@ def test_every_copied_file_exists_and_is_in_the_build_context(instructions):
         assert path.exists(), f"COPY {source}: no such file in the repository"
         assert not dockerignored(source.rstrip("/"), patterns), f"COPY {source}: excluded by .dockerignore"
     # What the build needs arrives; what it must not carry stays out.
-    needed = ["server/explainserve/models/assets/demo.safetensors",
-              "server/explainserve/models/assets/demo_labels.txt",
+    needed = ["server/explainserve/models/demo/assets/demo.safetensors",
+              "server/explainserve/models/demo/assets/demo_labels.txt",
               "server/explainserve/app.py", "client/explainserve_client/client.py",
               "client/pyproject.toml", "client/README.md"]
     for item in needed:
@@ -224,7 +224,7 @@ def test_entrypoint_starts_the_server_and_its_healthcheck_passes(instructions, t
 
 def test_healthcheck_module_needs_no_torch():
     # The probe runs every few seconds: it must stay light.
-    code = "import sys, explainserve.healthcheck; print('torch' in sys.modules)"
+    code = "import sys, explainserve.cli.health; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=plain_environment(), cwd=Path(ROOT), timeout=60)
     assert result.stdout.strip() == "False", result.stderr

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from explainserve.models import demo, shapes
+from explainserve.models.demo import network as demo
+from explainserve.models.demo import shapes
 
 UNSEEN_SEED = 4242  # training uses seed 0, evaluation 12345/12346
 

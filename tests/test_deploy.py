@@ -19,7 +19,7 @@ import pytest
 import yaml
 from explainserve import metrics
 from explainserve.app import SERVICE_NAME
-from explainserve.cli import parser as cli_parser
+from explainserve.cli.main import parser as cli_parser
 from explainserve.config import load_model_repository
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
@@ -206,8 +206,8 @@ def test_names_and_labels_agree_across_the_manifests(rendered, overlay):
 
 
 def test_the_model_repository_config_map_serves_the_demo_model(rendered, tmp_path):
-    from explainserve.models import demo
-    from explainserve.models.builtin import demo_model_config
+    from explainserve.models.demo import network as demo
+    from explainserve.models.demo.repository import demo_model_config
     text = one(rendered["cpu"], "ConfigMap")["data"]["models.toml"]
     assert "/opt/explainserve/demo/" in text  # the path the Dockerfile links to the assets
     repository = tmp_path / "models.toml"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from explainserve.config import LimitsConfig
-from explainserve.methods.patches import receptive_field
+from explainserve.methods.embed.receptive_field import receptive_field
 from explainserve.models import preprocess
 from explainserve_client import Client, ExplainServeError
 from explainserve_client._proto import explainer_pb2 as pb
@@ -216,7 +216,7 @@ def _wire(array: np.ndarray) -> pb.Tensor:
 
 
 def test_cli_writes_vectors_projection_and_plot(server, tmp_path, capsys):
-    from explainserve.cli import main
+    from explainserve.cli.main import main
     generator = np.random.default_rng(8)
     for folder in ("a", "b"):
         (tmp_path / "images" / folder).mkdir(parents=True)
@@ -237,7 +237,7 @@ def test_cli_writes_vectors_projection_and_plot(server, tmp_path, capsys):
 
 
 def test_demo_model_embedding_separates_the_shapes(demo_client):
-    from explainserve.embed_report import embed_shapes, tsne_plot
+    from explainserve.cli.embed_plot import embed_shapes, tsne_plot
     embedding, pictures = embed_shapes(demo_client, 120, seed=7, project=None, neighbours=5)
     assert embedding.vectors.shape == (120, 128) and len(pictures) == 120
     assert embedding.knn_accuracy() > 0.8  # benchmarks/embed_quality.py measures 1,000

@@ -12,12 +12,13 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from explainserve import cli
-from explainserve.methods import parameterization as space
-from explainserve.methods import regularizers
-from explainserve.models import preprocess, shapes
-from explainserve.models.builtin import demo_model_config
-from explainserve.models.demo import DEMO_DEFAULT_LAYER
+from explainserve.cli import main as cli
+from explainserve.methods.maximize import parameterization as space
+from explainserve.methods.maximize import priors
+from explainserve.models import preprocess
+from explainserve.models.demo import shapes
+from explainserve.models.demo.repository import demo_model_config
+from explainserve.models.demo.network import DEMO_DEFAULT_LAYER
 from explainserve_client import ExplainServeError
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client.maximize import class_visualisations
@@ -331,12 +332,12 @@ def test_the_fourier_parameterisation_inverts_and_blurs_like_a_gaussian():
 def test_priors_match_their_formulas():
     image = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
     # every right neighbour differs by 1, every lower one by 5: TV = 1 + 25 per pixel
-    torch.testing.assert_close(regularizers.total_variation(image), torch.tensor([26.0, 26.0]))
-    torch.testing.assert_close(regularizers.l2_penalty(image), image.pow(2).flatten(1).mean(1))
-    shifted = regularizers.transform(image, [regularizers.mix_seed(1, 2)] * 2, jitter=0, scale=0,
+    torch.testing.assert_close(priors.total_variation(image), torch.tensor([26.0, 26.0]))
+    torch.testing.assert_close(priors.l2_penalty(image), image.pow(2).flatten(1).mean(1))
+    shifted = priors.transform(image, [priors.mix_seed(1, 2)] * 2, jitter=0, scale=0,
                                      rotate=0)
     assert shifted is image
-    theta = regularizers.random_affine([7, 7, 8], jitter=3, scale=0.1, rotate=10, size=(4, 5))
+    theta = priors.random_affine([7, 7, 8], jitter=3, scale=0.1, rotate=10, size=(4, 5))
     torch.testing.assert_close(theta[0], theta[1])
     assert not torch.equal(theta[0], theta[2])
 

@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from explainserve.methods import activations as activations_module
+from explainserve.methods.explain import activations as activations_module
 from explainserve.models.registry import load_model
 from explainserve.workers.pool import Replica
 from explainserve_client import Client, ExplainServeError

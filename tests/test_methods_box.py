@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from explainserve.api.boxes import box_from_heatmap
-from explainserve.models import shapes
+from explainserve.methods.explain.boxes import box_from_heatmap
+from explainserve.models.demo import shapes
 from method_references import random_input, reference_module
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from captum.attr import GuidedGradCam
 from explainserve.config import ModelConfig
-from explainserve.methods.cam import class_activation_kernel
+from explainserve.methods.explain.cam import class_activation_kernel
 from explainserve_client import Client, ExplainServeError
 from gradient_family_references import (CAM_METHODS, check_alone_and_in_a_batch_of_8, random_image,
                                         reference_modules, serving)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from explainserve.methods.smoothgrad import NoisyRows
+from explainserve.methods.explain.smoothgrad import NoisyRows
 from explainserve_client import ExplainServeError
 from gradient_family_references import (GRADIENT_METHODS, batches_of,
                                         check_alone_and_in_a_batch_of_8, our_noise, random_image,

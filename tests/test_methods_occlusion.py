@@ -14,8 +14,8 @@ import pytest
 import torch
 from captum.attr import Occlusion
 from explainserve.config import LimitsConfig
-from explainserve.models import shapes
-from explainserve.models.builtin import demo_model_config
+from explainserve.models.demo import shapes
+from explainserve.models.demo.repository import demo_model_config
 from explainserve_client import Client, ExplainServeError
 from method_references import random_input, reference_module
 from support import relative_l2, running_server

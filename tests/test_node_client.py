@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from explainserve.config import LimitsConfig
-from explainserve.models.builtin import demo_model_config
-from explainserve.models.shapes import draw_shape
+from explainserve.models.demo.repository import demo_model_config
+from explainserve.models.demo.shapes import draw_shape
 from explainserve_client import Client
 from PIL import Image
 from support import running_server

@@ -9,7 +9,7 @@ import io
 import grpc
 import numpy as np
 import pytest
-from explainserve.models.shapes import draw_shape
+from explainserve.models.demo.shapes import draw_shape
 from explainserve_client import Client
 from explainserve_client._proto import explainer_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory

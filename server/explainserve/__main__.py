@@ -1,3 +1,3 @@
-from .cli import main
+from explainserve.cli.main import main
 
 raise SystemExit(main())

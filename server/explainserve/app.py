@@ -15,15 +15,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from .api import transport
-from .api.health import HealthService
-from .api.servicer import Draining, ExplainerServicer
-from .config import ServerConfig
-from .errors import Unavailable
-from .models.registry import ModelRegistry
-from .scheduling.batcher import Batcher
-from .scheduling.engine import Engine
-from .workers.pool import WorkerPool, resolve_devices
+from explainserve.api import transport
+from explainserve.api.health import HealthService
+from explainserve.api.servicer import Draining, ExplainerServicer
+from explainserve.config import ServerConfig
+from explainserve.errors import Unavailable
+from explainserve.models.registry import ModelRegistry
+from explainserve.scheduling.batcher import Batcher
+from explainserve.engine.explain import Engine
+from explainserve.workers.pool import WorkerPool, resolve_devices
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import grpc
 
-from .. import metrics
-from ..config import ConfigError
+from explainserve import metrics
+from explainserve.config import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from explainserve_client import codec as wire
 from explainserve_client import render
 from explainserve_client._proto import explainer_pb2 as pb
 
-from ..errors import InvalidArgument
-from ..scheduling.embed import MAX_NEIGHBOURS, MAX_TOP_K, MAX_UNITS, EmbedSession
-from ..scheduling.embed_top import Hit
-from ..scheduling.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
-from .codec import deadline_of, decode_input
+from explainserve.errors import InvalidArgument
+from explainserve.engine.embed import MAX_NEIGHBOURS, MAX_TOP_K, MAX_UNITS, EmbedSession
+from explainserve.engine.embed_top import Hit
+from explainserve.engine.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
+from explainserve.api.explain import deadline_of, decode_input
 
 _POOLING = {pb.POOLING_UNSPECIFIED: "mean", pb.POOLING_MEAN: "mean", pb.POOLING_MAX: "max",
             pb.POOLING_NONE: "none"}

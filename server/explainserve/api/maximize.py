@@ -9,12 +9,12 @@ from explainserve_client import render
 from explainserve_client._proto import explainer_pb2 as pb
 from google.protobuf import json_format
 
-from ..errors import InvalidArgument
-from ..models import preprocess
-from ..models.registry import LoadedModel
-from ..scheduling.engine import Engine
-from ..scheduling.maximize import Frame, MaximizeQuery, maximize
-from .codec import deadline_of, decode_input
+from explainserve.errors import InvalidArgument
+from explainserve.models import preprocess
+from explainserve.models.registry import LoadedModel
+from explainserve.engine.explain import Engine
+from explainserve.engine.maximize import Frame, MaximizeQuery, maximize
+from explainserve.api.explain import deadline_of, decode_input
 
 OBJECTIVES = {pb.OBJECTIVE_CLASS: "class", pb.OBJECTIVE_CHANNEL: "channel",
               pb.OBJECTIVE_NEURON: "neuron", pb.OBJECTIVE_INVERSION: "inversion"}

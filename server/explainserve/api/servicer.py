@@ -12,13 +12,13 @@ import grpc
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 
-from .. import logs, metrics
-from ..errors import ServiceError, Unavailable
-from ..methods.registry import list_methods
-from ..scheduling.engine import Engine
-from . import codec
-from . import embed as embed_api
-from . import maximize as maximize_api
+from explainserve import logs, metrics
+from explainserve.errors import ServiceError, Unavailable
+from explainserve.methods.registry import list_methods
+from explainserve.engine.explain import Engine
+from explainserve.api import explain as explain_api
+from explainserve.api import embed as embed_api
+from explainserve.api import maximize as maximize_api
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
     async def Explain(self, request: pb.ExplainRequest, context) -> AsyncIterator[pb.ExplainResponse]:
         async with self._call("Explain", context, request.model, request.method):
             self._engine.batcher.admit(request.model)  # refuse before the costly decode
-            query = codec.decode_explain(request, context.time_remaining())
+            query = explain_api.decode_explain(request, context.time_remaining())
             result = await self._engine.explain(query)
-            responses = list(codec.encode_explain(result, list(request.outputs),
+            responses = list(explain_api.encode_explain(result, list(request.outputs),
                                                   self._engine.limits.chunk_bytes))
         for response in responses:
             yield response
@@ -114,4 +114,4 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         async with self._call("GetModel", context, request.name):
             model = self._engine.registry.get(request.name)
             return pb.GetModelResponse(
-                model=codec.encode_model_info(model, list_methods(), self._devices))
+                model=explain_api.encode_model_info(model, list_methods(), self._devices))

@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 
-from ..config import ConfigError, SecurityConfig, ServerConfig
-from .auth import TokenAuthInterceptor
+from explainserve.config import ConfigError, SecurityConfig, ServerConfig
+from explainserve.api.auth import TokenAuthInterceptor
 
 # Set on both sides (the client uses the same value); large tensors travel in chunks instead.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InvalidArgument
+from explainserve.errors import InvalidArgument
+from explainserve.models.facts import ModelFacts
 
 # Target -1 in a row means "the class the model predicts for this row", resolved in the kernel
 # from the logits it computes anyway, so the default request costs no extra forward pass.
@@ -143,17 +144,6 @@ class Attribution:
     heatmap: Tensor | None = None  # [H, W] in [0, 1]
     tensors: dict[str, Tensor] = field(default_factory=dict)
     grid: Tensor | None = None  # uint8 [H, W, 3] image grid (filters, activations)
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What an orchestration may know about the model besides running kernels."""
-
-    name: str
-    num_classes: int
-    input_size: tuple[int, int, int]  # C, H, W
-    layer_shapes: Mapping[str, tuple[int, ...]]
-    layer_types: Mapping[str, str]
 
 
 class Context(Protocol):

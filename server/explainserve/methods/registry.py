@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..errors import not_found
-from .base import Attribution, Context, Param
+from explainserve.errors import not_found
+from explainserve.methods.base import Attribution, Context, Param
 
 # orchestration(ctx, image [C,H,W], targets, layer, params) -> one Attribution per target
 Orchestration = Callable[[Context, Tensor, list[int], str, dict], Awaitable[list[Attribution]]]
@@ -57,4 +57,4 @@ def list_methods() -> list[str]:
 
 def _load_builtin_methods() -> None:
     """Import the method modules once; each registers itself on import."""
-    from . import builtin  # noqa: F401
+    from explainserve.methods.explain import builtin  # noqa: F401

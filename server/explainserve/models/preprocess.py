@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import InvalidArgument
+from explainserve.errors import InvalidArgument
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 

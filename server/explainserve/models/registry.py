@@ -17,10 +17,10 @@ import torch
 import torchvision
 from torch import nn
 
-from ..config import ConfigError, ModelConfig
-from ..errors import not_found
-from ..methods import hooks
-from ..methods.base import ModelFacts
+from explainserve.config import ConfigError, ModelConfig
+from explainserve.errors import not_found
+from explainserve import hooks
+from explainserve.models.facts import ModelFacts
 
 logger = logging.getLogger(__name__)
 

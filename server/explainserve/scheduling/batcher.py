@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import BatchingConfig
-from ..errors import Cancelled, DeadlineExceeded, ResourceExhausted, ServiceError
-from ..methods.base import Kernel, Rows
-from .. import metrics
+from explainserve.config import BatchingConfig
+from explainserve.errors import Cancelled, DeadlineExceeded, ResourceExhausted, ServiceError
+from explainserve.methods.base import Kernel, Rows
+from explainserve import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
-from .. import metrics
-from ..config import ConfigError, FaultInjection
-from ..errors import ResourceExhausted, ServiceError, Unavailable
-from ..models.registry import LoadedModel
-from ..scheduling.batcher import Batch, Batcher, Slice
+from explainserve import metrics
+from explainserve.config import ConfigError, FaultInjection
+from explainserve.errors import ResourceExhausted, ServiceError, Unavailable
+from explainserve.models.registry import LoadedModel
+from explainserve.scheduling.batcher import Batch, Batcher, Slice
 
 logger = logging.getLogger(__name__)
 

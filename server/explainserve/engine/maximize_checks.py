@@ -1,0 +1,120 @@
+"""Validation of a Maximize request against its model and the server's limits; every
+failure names the bad value (INVALID_ARGUMENT, OUT_OF_RANGE or NOT_FOUND)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from explainserve.errors import InvalidArgument, OutOfRange
+from explainserve.methods.base import Kernel, TensorRows
+from explainserve.methods.maximize.inversion import code_kernel
+from explainserve.models.registry import LoadedModel
+from explainserve.scheduling.batcher import run_job
+from explainserve.engine.explain import Engine
+
+if TYPE_CHECKING:
+    from explainserve.engine.maximize import MaximizeQuery
+
+def check_counts(engine: Engine, query: MaximizeQuery, default_steps: int,
+                 restarts: int) -> int:
+    """Steps (0: the objective's default), frames per image and optimised rows (images times
+    restarts) against the limits."""
+    limits = engine.limits
+    steps = query.steps or default_steps
+    if steps > limits.max_maximize_steps:
+        raise InvalidArgument(f"steps {steps} exceeds the limit of {limits.max_maximize_steps}")
+    frames = math.ceil(steps / query.frame_every) if query.frame_every else 1
+    if frames > limits.max_maximize_frames:
+        raise InvalidArgument(
+            f"frame_every {query.frame_every} gives {frames} frames per image for {steps} steps; "
+            f"at most {limits.max_maximize_frames} (raise frame_every)")
+    images = 1 if query.objective == "inversion" else len(query.units)
+    if images * restarts > limits.max_maximize_images:
+        raise InvalidArgument(f"{images} images x {restarts} restarts requested; at most "
+                              f"{limits.max_maximize_images} optimised images")
+    return steps
+
+
+def check_size(engine: Engine, model: LoadedModel, size: int) -> tuple[int, int, int]:
+    """The optimised image's [C, H, W]: the model's input, or size x size."""
+    side = size or max(model.input_shape[1:])
+    if side > engine.limits.max_maximize_size:
+        raise InvalidArgument(f"image size {side} exceeds the limit of "
+                              f"{engine.limits.max_maximize_size} pixels")
+    if size and size < 8:
+        raise InvalidArgument(f"parameter 'size' must be 0 or at least 8, got {size}")
+    return (model.input_shape[0], size, size) if size else model.input_shape
+
+
+def check_layer(model: LoadedModel, query: MaximizeQuery) -> str:
+    """The layer a unit objective reads (default: the model's default layer); NOT_FOUND names
+    the valid ones."""
+    if query.objective == "class":
+        return ""
+    return model.check_layer(query.layer or model.default_layer).name
+
+
+async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery, layer: str,
+                      image_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """The layer's output shape for one image; at a size other than the model's, one probe
+    pass finds it (and whether the model runs at that size at all)."""
+    if image_shape == model.input_shape:
+        return tuple(model.facts.layer_shapes[layer]) if layer else (model.config.num_classes,)
+    if query.objective == "inversion" or query.initialization == "image":
+        raise InvalidArgument("parameter 'size' must be 0 for inversion and for a start image: "
+                              "the reference image has the model's input size")
+    kernel = Kernel.of(code_kernel, layer=layer)
+    try:
+        outputs = await run_job(engine.batcher, model.name, kernel,
+                                TensorRows(torch.zeros(1, *image_shape),
+                                           torch.zeros(1, dtype=torch.long)), query.deadline)
+    except (RuntimeError, ValueError) as error:
+        raise InvalidArgument(f"model {model.name!r} cannot run at size {image_shape[1]}: "
+                              f"{str(error)[:200]}") from None
+    return tuple(outputs["code"].shape[1:])
+
+
+def check_units(model: LoadedModel, query: MaximizeQuery, shape: tuple[int, ...]) -> list[int]:
+    """One image per class or channel index (one for inversion), each in range."""
+    if query.objective == "inversion":
+        return [0]
+    kind = "class" if query.objective == "class" else "channel"
+    if not query.units:
+        raise InvalidArgument(f"objective {query.objective!r} needs at least one {kind} index "
+                              f"(field {'classes' if kind == 'class' else 'channels'})")
+    count = model.config.num_classes if kind == "class" else shape[0]
+    where = f"model {model.name!r}" if kind == "class" else "the layer"
+    for unit in query.units:
+        if not 0 <= unit < count:
+            raise OutOfRange(f"{kind} {unit} is out of range [0, {count}) for {where}")
+    return list(query.units)
+
+
+def check_neuron(query: MaximizeQuery, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The neuron's (y, x) in the layer's feature map; -1 means the centre."""
+    if query.objective != "neuron":
+        return (0, 0)
+    if len(shape) != 3:
+        raise InvalidArgument(f"objective 'neuron' needs a layer with a [K, h, w] output; this "
+                              f"layer's output shape is {list(shape)}")
+    position = []
+    for name, value, extent in (("neuron_y", query.neuron[0], shape[1]),
+                                ("neuron_x", query.neuron[1], shape[2])):
+        value = extent // 2 if value == -1 else value
+        if not 0 <= value < extent:
+            raise OutOfRange(f"{name} {value} is out of range [0, {extent}) for the layer")
+        position.append(value)
+    return position[0], position[1]
+
+
+def reference_image(engine: Engine, model: LoadedModel, query: MaximizeQuery) -> Tensor | None:
+    """The preprocessed reference (inversion's target, or the start image)."""
+    needed = query.objective == "inversion" or query.initialization == "image"
+    if needed and query.reference is None:
+        raise InvalidArgument(f"field reference is required for objective {query.objective!r} "
+                              f"and initialization {query.initialization or 'default'!r}")
+    return engine.prepare_image(model, query.reference) if query.reference is not None else None

@@ -1,0 +1,1 @@
+"""Explain: one module per attribution method; builtin imports them all, and each registers itself."""

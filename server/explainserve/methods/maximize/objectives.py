@@ -1,0 +1,75 @@
+"""Activation maximisation: synthesise the input that drives up one unit of the network.
+
+- class: Simonyan et al. 2013, eq. 1, argmax_I S_c(I) - lambda ||I||^2, with S_c the class
+  score before softmax (maximising the posterior would also push the other classes down).
+- channel: Erhan et al. 2009, the mean of one channel's feature map at a layer.
+- neuron: one spatial unit (y, x) of one channel at a layer.
+
+The step lives in ascent_step.py and the loop in scheduling/maximize.py; this module only says
+what each row's objective is. The unit (class or channel index) and the neuron's position come
+from the row's targets, so rows of different requests with different units share one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from explainserve import hooks
+from explainserve.methods.maximize.plan import NEURON_X, NEURON_Y, UNIT, AscentPlan, ascent_params, register_objective
+from explainserve.methods.base import ModelHandle
+
+# Class models: the L2 prior of eq. 1 keeps the image near the mean, small jitter and blur
+# suppress the high-frequency patterns that fool a network without looking like anything
+# (Yosinski et al. 2015, Olah et al. 2017). Units: no prior, the strongest activation within
+# the valid pixel range (Erhan et al.'s bounded-input setting); priors are one parameter away.
+CLASS_PARAMS = ascent_params(learning_rate=0.05, l2=0.05, jitter=2, blur_every=4,
+                             blur_sigma=0.5)
+UNIT_PARAMS = ascent_params(learning_rate=0.1)
+
+
+def layer_output(model: ModelHandle, images: Tensor, layer: str, full: bool
+                 ) -> tuple[Tensor, Tensor | None]:
+    """The layer's output [N, K, ...] and, with full, the logits. Without full the forward
+    pass stops at the layer (nothing above it is needed for the gradient)."""
+    modules = {layer: model.layer(layer)}
+    if full:
+        # for_gradient hands the network a clone, so an in-place op after the layer cannot
+        # change the captured values; under no_grad it costs one copy.
+        with hooks.capture_outputs(modules, for_gradient=True) as captured:
+            logits = model.module(images)
+        return captured.outputs[layer].detach(), logits
+    with hooks.capture_outputs(modules, stop_after=layer) as captured:
+        try:
+            model.module(images)
+        except hooks.StopForward:
+            pass
+    return captured.outputs[layer], None
+
+
+@register_objective("class", CLASS_PARAMS)
+def class_score(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
+                plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor]:
+    """S_c(I), the logit of each row's class."""
+    logits = model.module(images)
+    return logits.gather(1, targets[:, UNIT, None]).squeeze(1), logits
+
+
+@register_objective("channel", UNIT_PARAMS)
+def channel_mean(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
+                 plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
+    """The mean over positions of each row's channel at the layer."""
+    activations, logits = layer_output(model, images, plan.layer, full)
+    rows = torch.arange(activations.shape[0], device=activations.device)
+    picked = activations[rows, targets[:, UNIT]]
+    return picked.reshape(len(rows), -1).mean(dim=1), logits
+
+
+@register_objective("neuron", UNIT_PARAMS)
+def neuron(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
+           plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
+    """The activation of each row's channel at its (y, x) in the layer's feature map."""
+    activations, logits = layer_output(model, images, plan.layer, full)
+    rows = torch.arange(activations.shape[0], device=activations.device)
+    value = activations[rows, targets[:, UNIT], targets[:, NEURON_Y], targets[:, NEURON_X]]
+    return value, logits
