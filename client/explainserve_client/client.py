@@ -16,17 +16,12 @@ from ._proto import explainer_pb2_grpc as pb_grpc
 from .embed import Embedding, assemble_embedding, embed_config, embed_requests
 from .images import ImageLike, to_input
 from .maximize import MaximizeFrame, assemble_frames, maximize_request
+from .wire_names import OUTPUTS
 
 # Message limits are set explicitly on both sides; the server never relies on a raised limit
 # (large tensors arrive in chunks), so the default 4 MiB is also what it sends at most.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
-_OUTPUTS = {
-    "attribution": pb.OUTPUT_ATTRIBUTION,
-    "heatmap": pb.OUTPUT_HEATMAP,
-    "overlay": pb.OUTPUT_OVERLAY_PNG,
-    "box": pb.OUTPUT_BOX,
-}
 
 
 class ExplainServeError(Exception):
@@ -195,16 +190,16 @@ class Client:
         if isinstance(targets, (int, np.integer)):
             targets = [int(targets)]
         wanted = list(outputs) + (["overlay"] if overlay else []) + (["box"] if box else [])
-        unknown = [name for name in wanted if name not in _OUTPUTS]
+        unknown = [name for name in wanted if name not in OUTPUTS]
         if unknown:
-            raise ValueError(f"unknown outputs {unknown}; choose from {sorted(_OUTPUTS)}")
+            raise ValueError(f"unknown outputs {unknown}; choose from {sorted(OUTPUTS)}")
         parameters = struct_pb2.Struct()
         parameters.update(_plain(params))
         return pb.ExplainRequest(
             model=model, method=method, input=to_input(image),
             targets=[int(t) for t in targets or ()], top_k=top_k, layer=layer or "",
             extra_layers=list(extra_layers), parameters=parameters,
-            outputs=[_OUTPUTS[name] for name in dict.fromkeys(wanted)],
+            outputs=[OUTPUTS[name] for name in dict.fromkeys(wanted)],
         )
 
     def embed(

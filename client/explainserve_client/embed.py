@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import codec
+from . import codec, wire_names
 from ._proto import explainer_pb2 as pb
 from .images import ImageLike, to_input
+from .wire_names import METRICS, POOLINGS
 
-POOLINGS = {"mean": pb.POOLING_MEAN, "max": pb.POOLING_MAX, "none": pb.POOLING_NONE}
-PROJECTIONS = {None: pb.PROJECTION_UNSPECIFIED, "pca": pb.PROJECTION_PCA, "tsne": pb.PROJECTION_TSNE}
-METRICS = {"cosine": pb.METRIC_COSINE, "l2": pb.METRIC_L2}
+PROJECTIONS = {None: pb.PROJECTION_UNSPECIFIED, **wire_names.PROJECTIONS}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -40,8 +40,3 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> Any:
-    """Open PNG bytes returned by the server as a PIL image."""
-    return Image.open(io.BytesIO(data))

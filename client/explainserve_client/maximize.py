@@ -15,15 +15,14 @@ import numpy as np
 from google.protobuf import struct_pb2
 from PIL import Image
 
-from . import codec
+from . import codec, wire_names
 from ._proto import explainer_pb2 as pb
 from .images import ImageLike, to_input
+from .wire_names import FRAME_FORMATS as FORMATS
+from .wire_names import OBJECTIVES
 
-OBJECTIVES = {"class": pb.OBJECTIVE_CLASS, "channel": pb.OBJECTIVE_CHANNEL,
-              "neuron": pb.OBJECTIVE_NEURON, "inversion": pb.OBJECTIVE_INVERSION}
-INITIALIZATIONS = {None: pb.INITIALIZATION_UNSPECIFIED, "zeros": pb.INITIALIZATION_ZEROS,
-                   "noise": pb.INITIALIZATION_NOISE, "image": pb.INITIALIZATION_IMAGE}
-FORMATS = {"png": pb.FRAME_FORMAT_PNG, "tensor": pb.FRAME_FORMAT_TENSOR}
+# None: the objective's own default start.
+INITIALIZATIONS = {None: pb.INITIALIZATION_UNSPECIFIED, **wire_names.INITIALIZATIONS}
 
 
 @dataclass

@@ -50,10 +50,6 @@ class Cancelled(ServiceError):
     status = "CANCELLED"
 
 
-class Unauthenticated(ServiceError):
-    status = "UNAUTHENTICATED"
-
-
 def not_found(kind: str, name: str, valid: list[str] | tuple[str, ...], where: str = "") -> NotFound:
     """A NotFound that names the bad value and lists the valid ones (shortened if many)."""
     shown = list(valid)[:40]

@@ -6,13 +6,12 @@ context variable; a handler filter copies it into every record logged in that ca
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 REQUEST_ID_KEY = "x-request-id"
@@ -32,10 +31,6 @@ def request_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     return uuid.uuid4().hex
 
 
-def current_request_id() -> str:
-    return _REQUEST_ID.get()
-
-
 def bind_request_id(request_id: str) -> contextvars.Token:
     """From now on, records logged in this task (or thread) carry `request_id`; hand the
     token to reset_request_id when the call ends."""
@@ -49,15 +44,6 @@ def reset_request_id(token: contextvars.Token) -> None:
         # Finalised in another context (an abandoned stream's generator closed by the
         # garbage collector): the call's own task, and its copy of the variable, are gone.
         pass
-
-
-@contextlib.contextmanager
-def bound_request_id(request_id: str) -> Iterator[None]:
-    token = bind_request_id(request_id)
-    try:
-        yield
-    finally:
-        reset_request_id(token)
 
 
 class RequestIdFilter(logging.Filter):

@@ -3,24 +3,24 @@ Decoding validates the wire values; encoding splits big vectors and summaries in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
 from explainserve_client import codec as wire
-from explainserve_client import render
+from explainserve_client import render, wire_names
 from explainserve_client._proto import explainer_pb2 as pb
 
-from explainserve.errors import InvalidArgument
+from explainserve.api.inputs import deadline_of, decode_input
 from explainserve.engine.embed import MAX_NEIGHBOURS, MAX_TOP_K, MAX_UNITS, EmbedSession
 from explainserve.engine.embed_top import Hit
 from explainserve.engine.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
-from explainserve.api.explain import deadline_of, decode_input
+from explainserve.errors import InvalidArgument
 
-_POOLING = {pb.POOLING_UNSPECIFIED: "mean", pb.POOLING_MEAN: "mean", pb.POOLING_MAX: "max",
-            pb.POOLING_NONE: "none"}
-_PROJECTION = {pb.PROJECTION_UNSPECIFIED: "pca", pb.PROJECTION_PCA: "pca",
-               pb.PROJECTION_TSNE: "tsne"}
-_METRIC = {pb.METRIC_UNSPECIFIED: "cosine", pb.METRIC_COSINE: "cosine", pb.METRIC_L2: "l2"}
+_POOLING = wire_names.names_by_value(wire_names.POOLINGS, unspecified=wire_names.POOLING_DEFAULT)
+_PROJECTION = wire_names.names_by_value(wire_names.PROJECTIONS,
+                                        unspecified=wire_names.PROJECTION_DEFAULT)
+_METRIC = wire_names.names_by_value(wire_names.METRICS, unspecified=wire_names.METRIC_DEFAULT)
 INDICES_PER_MESSAGE = 200_000  # a varint is at most 10 bytes: stays under the chunk size
 
 
@@ -90,8 +90,10 @@ async def serve_embed(engine, requests: AsyncIterator[pb.EmbedRequest],
     await session.prepare()
     chunk_bytes = engine.limits.chunk_bytes
     async for result in session.run(decode_events(iterator)):
-        encoded = (encode_vector(result, chunk_bytes) if isinstance(result, VectorResult)
-                   else encode_summary(result, chunk_bytes))
+        if isinstance(result, VectorResult):
+            encoded = encode_vector(result, chunk_bytes)
+        else:  # the summary's patches are PNG-encoded, which is too slow for the event loop
+            encoded = await asyncio.to_thread(lambda: list(encode_summary(result, chunk_bytes)))
         for response in encoded:
             yield response
 

@@ -1,42 +1,20 @@
-"""Proto <-> plain values. Decoding validates wire shapes; encoding splits large tensors."""
+"""Explain and the model descriptions on the wire: ExplainRequest -> ExplainQuery, and results
+(already rendered by the engine) -> ExplainResponse messages, big tensors split into chunks."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
-import torch
 from explainserve_client import codec as wire
-from explainserve_client import render
+from explainserve_client import wire_names
 from explainserve_client._proto import explainer_pb2 as pb
 from google.protobuf import json_format
 
-from explainserve.errors import InvalidArgument
-from explainserve.models import preprocess
+from explainserve.api.inputs import deadline_of, decode_input
 from explainserve.engine.explain import ExplainQuery, ExplainResult
-from explainserve.methods.explain.boxes import box_from_heatmap
+from explainserve.errors import InvalidArgument
 
-DEFAULT_OUTPUTS = (pb.OUTPUT_ATTRIBUTION, pb.OUTPUT_HEATMAP)
-
-
-def decode_input(message: pb.Input, field: str = "input") -> bytes | torch.Tensor:
-    source = message.WhichOneof("source")
-    if source == "encoded_image":
-        return message.encoded_image
-    if source == "tensor":
-        if message.tensor.dtype != pb.DATA_TYPE_FLOAT32:
-            raise InvalidArgument(f"{field}.tensor must be float32, got dtype "
-                                  f"{pb.DataType.Name(message.tensor.dtype)}")
-        try:
-            array = wire.decode(message.tensor)
-        except wire.TensorDecodeError as error:
-            raise InvalidArgument(f"{field}.tensor: {error}") from None
-        return torch.from_numpy(array.copy())
-    raise InvalidArgument(f"{field} holds neither encoded_image nor tensor")
-
-
-def deadline_of(time_remaining: float | None) -> float | None:
-    return None if time_remaining is None else time.monotonic() + time_remaining
+_OUTPUT_NAMES = wire_names.names_by_value(wire_names.OUTPUTS)
 
 
 def decode_explain(request: pb.ExplainRequest, time_remaining: float | None) -> ExplainQuery:
@@ -49,36 +27,37 @@ def decode_explain(request: pb.ExplainRequest, time_remaining: float | None) -> 
         targets=tuple(request.targets), top_k=request.top_k, layer=request.layer,
         extra_layers=tuple(request.extra_layers),
         params=json_format.MessageToDict(request.parameters),
-        deadline=deadline_of(time_remaining),
+        deadline=deadline_of(time_remaining), outputs=_outputs(request.outputs),
     )
 
 
-def encode_explain(result: ExplainResult, outputs: list[int], chunk_bytes: int) -> Iterator[pb.ExplainResponse]:
+def _outputs(values) -> frozenset[str]:
+    unknown = [value for value in values if value not in _OUTPUT_NAMES]
+    if unknown:
+        raise InvalidArgument(f"outputs {unknown} are not known values; choose from "
+                              f"{[pb.Output.Name(value) for value in _OUTPUT_NAMES]}")
+    return frozenset(_OUTPUT_NAMES[value] for value in values) or frozenset(
+        wire_names.DEFAULT_OUTPUTS)
+
+
+def encode_explain(result: ExplainResult, chunk_bytes: int) -> Iterator[pb.ExplainResponse]:
     """One response per target, more when a tensor has to be split into chunks."""
-    wanted = set(outputs) or set(DEFAULT_OUTPUTS)
-    labels = result.model.labels
-    picture = None
-    for index, item in enumerate(result.attributions):
-        label = labels[item.target] if item.target >= 0 else ""  # activations without a score
-        head = pb.ExplainResponse(target_index=index, target=item.target, label=label,
+    for index, item in enumerate(result.explanations):
+        head = pb.ExplainResponse(target_index=index, target=item.target, label=item.label,
                                   score=item.score, probability=item.probability)
         tensors = []
-        heatmap = item.heatmap.numpy() if item.heatmap is not None else None
-        if pb.OUTPUT_ATTRIBUTION in wanted and item.attribution is not None:
-            tensors.append(("attribution", wire.encode(item.attribution.numpy(), "attribution")))
-        if pb.OUTPUT_HEATMAP in wanted and heatmap is not None:
-            tensors.append(("heatmap", wire.encode(heatmap, "heatmap")))
-        tensors += [("tensors", wire.encode(t.numpy(), name)) for name, t in item.tensors.items()]
-        if pb.OUTPUT_OVERLAY_PNG in wanted and heatmap is not None:
-            if picture is None:
-                picture = preprocess.denormalize(result.image, result.model.config.mean,
-                                                 result.model.config.std)
-            head.overlay_png = render.overlay_png(picture, heatmap)
-        if pb.OUTPUT_BOX in wanted and heatmap is not None:
-            x_min, y_min, x_max, y_max = box_from_heatmap(heatmap)
+        if item.attribution is not None:
+            tensors.append(("attribution", wire.encode(item.attribution, "attribution")))
+        if item.heatmap is not None:
+            tensors.append(("heatmap", wire.encode(item.heatmap, "heatmap")))
+        tensors += [("tensors", wire.encode(array, name)) for name, array in item.tensors.items()]
+        if item.overlay_png is not None:
+            head.overlay_png = item.overlay_png
+        if item.box is not None:
+            x_min, y_min, x_max, y_max = item.box
             head.box.CopyFrom(pb.BoundingBox(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max))
-        if item.grid is not None:
-            head.grid_png = render.image_png(item.grid.numpy())
+        if item.grid_png is not None:
+            head.grid_png = item.grid_png
         yield from _with_chunks(head, tensors, chunk_bytes)
 
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 from explainserve_client import codec as wire
-from explainserve_client import render
+from explainserve_client import wire_names
 from explainserve_client._proto import explainer_pb2 as pb
 from google.protobuf import json_format
 
-from explainserve.errors import InvalidArgument
-from explainserve.models import preprocess
-from explainserve.models.registry import LoadedModel
-from explainserve.engine.explain import Engine
+from explainserve.api.inputs import deadline_of, decode_input
+from explainserve.engine import rendering
+from explainserve.engine.core import Engine
 from explainserve.engine.maximize import Frame, MaximizeQuery, maximize
-from explainserve.api.explain import deadline_of, decode_input
+from explainserve.errors import InvalidArgument
 
-OBJECTIVES = {pb.OBJECTIVE_CLASS: "class", pb.OBJECTIVE_CHANNEL: "channel",
-              pb.OBJECTIVE_NEURON: "neuron", pb.OBJECTIVE_INVERSION: "inversion"}
-INITIALIZATIONS = {pb.INITIALIZATION_UNSPECIFIED: "", pb.INITIALIZATION_ZEROS: "zeros",
-                   pb.INITIALIZATION_NOISE: "noise", pb.INITIALIZATION_IMAGE: "image"}
+OBJECTIVES = wire_names.names_by_value(wire_names.OBJECTIVES)
+# UNSPECIFIED reads as "": the objective's own default start.
+INITIALIZATIONS = wire_names.names_by_value(wire_names.INITIALIZATIONS, unspecified="")
+FRAME_FORMATS = wire_names.names_by_value(wire_names.FRAME_FORMATS)
 
 
 def objective_name(request: pb.MaximizeRequest) -> str:
@@ -38,8 +38,7 @@ def decode_maximize(request: pb.MaximizeRequest, time_remaining: float | None) -
     if request.initialization not in INITIALIZATIONS:
         raise InvalidArgument(f"initialization {request.initialization} is not a known value")
     units = _units(request, objective)
-    formats = (pb.FRAME_FORMAT_PNG, pb.FRAME_FORMAT_TENSOR)
-    unknown = [f for f in request.frame_formats if f not in formats]
+    unknown = [f for f in request.frame_formats if f not in FRAME_FORMATS]
     if unknown:
         raise InvalidArgument(f"frame_formats {unknown} are not PNG or TENSOR")
     return MaximizeQuery(
@@ -63,7 +62,7 @@ def _units(request: pb.MaximizeRequest, objective: str) -> tuple[int, ...]:
     return tuple(getattr(request, wanted)) if wanted else ()
 
 
-def encode_frame(frame: Frame, model: LoadedModel, formats: set[int],
+def encode_frame(frame: Frame, png: bytes | None, want_tensor: bool,
                  chunk_bytes: int) -> Iterator[pb.MaximizeResponse]:
     """One response per frame; a tensor larger than chunk_bytes continues in further
     responses with the same image_index and step."""
@@ -71,10 +70,9 @@ def encode_frame(frame: Frame, model: LoadedModel, formats: set[int],
         image_index=frame.image_index, unit=frame.unit, step=frame.step,
         final_frame=frame.final, objective_value=frame.objective,
         predicted_class=frame.predicted, probability=frame.probability)
-    if pb.FRAME_FORMAT_PNG in formats:
-        head.image_png = render.image_png(
-            preprocess.denormalize(frame.image, model.config.mean, model.config.std).squeeze())
-    if pb.FRAME_FORMAT_TENSOR not in formats:
+    if png is not None:
+        head.image_png = png
+    if not want_tensor:
         yield head
         return
     tensor = wire.encode(frame.image.numpy(), "image")
@@ -91,7 +89,9 @@ async def respond(engine: Engine, request: pb.MaximizeRequest,
     """Decode, run the optimisation through the batcher, encode each frame as it comes."""
     query = decode_maximize(request, time_remaining)
     model = engine.registry.get(query.model)
-    formats = set(request.frame_formats) or {pb.FRAME_FORMAT_PNG}
+    formats = {FRAME_FORMATS[f] for f in request.frame_formats} or {wire_names.DEFAULT_FRAME_FORMAT}
     async for frame in maximize(engine, query):
-        for response in encode_frame(frame, model, formats, engine.limits.chunk_bytes):
+        png = (await asyncio.to_thread(rendering.frame_png, frame.image, model)
+               if "png" in formats else None)
+        for response in encode_frame(frame, png, "tensor" in formats, engine.limits.chunk_bytes):
             yield response

@@ -15,10 +15,11 @@ from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 from explainserve import logs, metrics
 from explainserve.errors import ServiceError, Unavailable
 from explainserve.methods.registry import list_methods
-from explainserve.engine.explain import Engine
-from explainserve.api import explain as explain_api
 from explainserve.api import embed as embed_api
+from explainserve.api import explain as explain_api
 from explainserve.api import maximize as maximize_api
+from explainserve.engine.core import Engine
+from explainserve.engine.explain import explain
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         async with self._call("Explain", context, request.model, request.method):
             self._engine.batcher.admit(request.model)  # refuse before the costly decode
             query = explain_api.decode_explain(request, context.time_remaining())
-            result = await self._engine.explain(query)
-            responses = list(explain_api.encode_explain(result, list(request.outputs),
-                                                  self._engine.limits.chunk_bytes))
+            result = await explain(self._engine, query)
+            responses = list(explain_api.encode_explain(result, self._engine.limits.chunk_bytes))
         for response in responses:
             yield response
 

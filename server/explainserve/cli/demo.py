@@ -3,7 +3,9 @@ client, and write a gallery (PNG files and one index.html)."""
 
 from __future__ import annotations
 
+import argparse
 import html
+import sys
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +23,20 @@ from explainserve.models.demo.repository import demo_model_config
 logger = logging.getLogger(__name__)
 
 GALLERY_SEED = 20261122  # not a training seed: the gallery shows images the model never saw
-TWO_OBJECT_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class GallerySize:
+    """How much the gallery shows; `QUICK` is a smoke-sized gallery of every section."""
+
+    classes: int | None = None  # single-object images: one per class, or the first N classes
+    two_object_images: int = 4
+    maximize_steps: int = 0  # 0: the objective's default
+    tsne_points: int = 500
+
+
+FULL = GallerySize()
+QUICK = GallerySize(classes=2, two_object_images=1, maximize_steps=8, tsne_points=40)
 
 
 @dataclass
@@ -32,23 +47,39 @@ class GalleryRow:
     cells: list[tuple[str, str, str]] = field(default_factory=list)  # (method, caption, file)
 
 
-def gallery_samples() -> list[shapes.Sample]:
+def gallery_samples(size: GallerySize = FULL) -> list[shapes.Sample]:
     """One single-object image per class, then a few two-object images."""
     rng = np.random.default_rng(GALLERY_SEED)
-    singles = [shapes.draw_sample(rng, 1, classes=[c]) for c in range(len(shapes.CLASS_NAMES))]
-    pairs = [shapes.draw_sample(rng, 2) for _ in range(TWO_OBJECT_IMAGES)]
+    classes = range(size.classes if size.classes is not None else len(shapes.CLASS_NAMES))
+    singles = [shapes.draw_sample(rng, 1, classes=[c]) for c in classes]
+    pairs = [shapes.draw_sample(rng, 2) for _ in range(size.two_object_images)]
     return singles + pairs
 
 
-def run_demo(out: Path, device: str = "auto") -> Path:
+def add_parser(commands) -> None:
+    demo = commands.add_parser("demo", help="serve the demo model and write a gallery")
+    demo.add_argument("--out", default="gallery")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--quick", action="store_true",
+                      help="a small gallery (2 classes, short Maximize, 40 t-SNE points)")
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    index = run_demo(Path(args.out), device=args.device, size=QUICK if args.quick else FULL)
+    sys.stdout.write(f"gallery written to {index}\n")
+    return 0
+
+
+def run_demo(out: Path, device: str = "auto", size: GallerySize = FULL) -> Path:
     """Write the gallery into `out` and return the path of its index.html."""
     out.mkdir(parents=True, exist_ok=True)
     config = ServerConfig(port=0, metrics_port=None, device=device, models=(demo_model_config(),))
     with BackgroundServer(config) as server, Client(server.address, timeout=300) as client:
         info = client.get_model("demo")
         rows = [_explain_sample(client, info.labels, info.methods, index, sample, out)
-                for index, sample in enumerate(gallery_samples())]
-        extras = _extra_sections(client, out)
+                for index, sample in enumerate(gallery_samples(size))]
+        extras = _extra_sections(client, out, size)
     index = out / "index.html"
     index.write_text(_page(rows, extras))
     logger.info("wrote %d images x %d methods to %s", len(rows), len(info.methods), index)
@@ -78,13 +109,13 @@ def _explain_sample(client: Client, labels: tuple[str, ...], methods: tuple[str,
     return row
 
 
-def _extra_sections(client: Client, out: Path) -> list[str]:
+def _extra_sections(client: Client, out: Path, size: GallerySize) -> list[str]:
     """Sections from the Maximize and Embed RPCs, when this server offers them."""
     sections = []
     for title, render in (("Class model visualisations (Maximize)", _class_visualisations),
                           ("t-SNE of the penultimate layer (Embed)", _tsne_plot)):
         try:
-            body = render(client, out)
+            body = render(client, out, size)
         except ExplainServeError as error:
             logger.info("gallery skips %s: %s", title, error)
             continue
@@ -92,10 +123,11 @@ def _extra_sections(client: Client, out: Path) -> list[str]:
     return sections
 
 
-def _class_visualisations(client: Client, out: Path) -> str:
+def _class_visualisations(client: Client, out: Path, size: GallerySize) -> str:
     from explainserve_client.maximize import class_visualisations
     figures = []
-    for class_index, png in class_visualisations(client, model="demo").items():
+    visualisations = class_visualisations(client, model="demo", steps=size.maximize_steps)
+    for class_index, png in visualisations.items():
         file = f"maximize_class{class_index}.png"
         (out / file).write_bytes(png)
         figures.append(f'<figure><img src="{file}"><figcaption>{html.escape(shapes.CLASS_NAMES[class_index])}'
@@ -103,9 +135,9 @@ def _class_visualisations(client: Client, out: Path) -> str:
     return "<div class=row>" + "".join(figures) + "</div>"
 
 
-def _tsne_plot(client: Client, out: Path) -> str:
+def _tsne_plot(client: Client, out: Path, size: GallerySize) -> str:
     from explainserve.cli.embed_plot import tsne_plot
-    (out / "tsne.png").write_bytes(tsne_plot(client, model="demo"))
+    (out / "tsne.png").write_bytes(tsne_plot(client, model="demo", count=size.tsne_points))
     return '<img class=plot src="tsne.png">'
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from explainserve.cli.params import add_server_option
+from explainserve.cli.progress import ProgressBar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -32,25 +34,19 @@ def image_paths(arguments: list[str]) -> list[Path]:
     return paths
 
 
-class ProgressBar:
-    """`embedding [#####.....] 120/1000 35.2 img/s` on stderr, redrawn in place."""
+def _progress(total: int):
+    """The client's per-item callback, redrawing the bar about 200 times in all."""
+    bar = ProgressBar(total, "embedding", "images", rate=True)
 
-    def __init__(self, total: int, width: int = 30) -> None:
-        self.total, self.width, self.started = total, width, time.monotonic()
-
-    def __call__(self, done: int) -> None:
-        if done != self.total and done % max(1, self.total // 200):
-            return
-        filled = int(self.width * done / self.total)
-        rate = done / max(time.monotonic() - self.started, 1e-9)
-        sys.stderr.write(f"\rembedding [{'#' * filled}{'.' * (self.width - filled)}] "
-                         f"{done}/{self.total} {rate:.1f} img/s")
-        if done == self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+    def update(done: int) -> None:
+        if done == total or not done % max(1, total // 200):
+            bar.update(done)
+        if done == total:
+            bar.close()
+    return update
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from explainserve_client import Client
     from explainserve_client.scatter import scatter_png
 
@@ -62,7 +58,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         result = client.embed(iter(paths), model=args.model, layer=args.layer,
                               pooling=args.pooling, project=args.project, dims=args.dims,
                               neighbours=args.neighbours, metric=args.metric, labels=labels,
-                              progress=ProgressBar(len(paths)))
+                              progress=_progress(len(paths)))
     arrays = {"vectors": result.vectors, "ids": np.asarray(result.ids), "indices": result.indices,
               "predicted": result.predicted, "projection": result.projection}
     if result.neighbours is not None:
@@ -92,11 +88,11 @@ def _thumbnail(path: Path):
         return image.convert("RGB")
 
 
-def add_embed_parser(commands) -> None:
+def add_parser(commands) -> None:
     embed = commands.add_parser("embed", help="feature vectors, a projection and neighbours of images")
     embed.add_argument("images", nargs="+", help="image files or directories (class sub-folders label them)")
     embed.add_argument("--out", default="embeddings.npz")
-    embed.add_argument("--server", default="localhost:50051")
+    add_server_option(embed)
     embed.add_argument("--model", default="demo")
     embed.add_argument("--layer", help="module path (default: the penultimate layer)")
     embed.add_argument("--pooling", default="mean", choices=("mean", "max", "none"))
@@ -107,4 +103,4 @@ def add_embed_parser(commands) -> None:
     embed.add_argument("--plot", help="write a PNG scatter of the projection")
     embed.add_argument("--thumbnails", action="store_true", help="draw the images in the plot")
     embed.add_argument("--timeout", type=float, default=3600.0)
-    embed.set_defaults(run=cmd_embed)
+    embed.set_defaults(run=run)

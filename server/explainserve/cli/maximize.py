@@ -5,47 +5,42 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from PIL import Image
 
-BAR_WIDTH = 30
+from explainserve.cli.params import add_param_option, add_server_option
+from explainserve.cli.progress import ProgressBar
+
 GIF_FRAME_MS = 80
 
 
-class ProgressBar:
-    """A one-line text bar on a stream (stderr), redrawn in place with a carriage return."""
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total = max(1, total)
-        self.stream = stream or sys.stderr
-        self._width = 0
-
-    def update(self, done: int, note: str = "") -> None:
-        filled = BAR_WIDTH * min(done, self.total) // self.total
-        line = f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{self.total} steps {note}"
-        # pad to the last line's width: a shorter line must not leave its predecessor's tail
-        self.stream.write("\r" + line.ljust(self._width))
-        self._width = max(self._width, len(line))
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """KEY=VALUE with a JSON value (numbers, true/false) or else a plain string."""
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"--param {text!r} is not KEY=VALUE")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+def add_parser(commands) -> None:
+    maximize = commands.add_parser("maximize", help="synthesise an input by gradient ascent; "
+                                   "writes the final PNG (and a GIF of the frames)")
+    add_server_option(maximize)
+    maximize.add_argument("--model", default="demo")
+    maximize.add_argument("--objective", default="class",
+                          choices=["class", "channel", "neuron", "inversion"])
+    maximize.add_argument("--class", dest="class_index", type=int, action="append", metavar="N",
+                          help="class index (repeatable; one image each)")
+    maximize.add_argument("--channel", type=int, action="append", help="channel (repeatable)")
+    maximize.add_argument("--layer", help="module path (channel, neuron, inversion)")
+    maximize.add_argument("--reference", help="image to invert, or to start from")
+    maximize.add_argument("--init", choices=["zeros", "noise", "image"],
+                          help="start image (default: zeros for class, noise otherwise)")
+    maximize.add_argument("--steps", type=int, default=256)
+    maximize.add_argument("--frame-every", type=int, default=0,
+                          help="steps between frames (default: steps/64)")
+    maximize.add_argument("--seed", type=int, default=0)
+    add_param_option(maximize, "optimiser/prior setting, e.g. l2=0.05 (repeatable)")
+    maximize.add_argument("--out", default="maximize.png")
+    maximize.add_argument("--gif", nargs="?", const=True, metavar="FILE",
+                          help="also write the frames as an animated GIF (default: --out as .gif)")
+    maximize.add_argument("--timeout", type=float, default=600.0)
+    maximize.set_defaults(run=run)
 
 
 def output_path(path: Path, index: int, count: int, unit: int) -> Path:
@@ -67,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     params = dict(args.param or [])
     finals: dict[int, Any] = {}
     animation: dict[int, list[bytes]] = {}
-    bar = ProgressBar(steps)
+    bar = ProgressBar(steps, unit="steps")
     with Client(args.server, timeout=args.timeout) as client:
         try:
             for frame in client.maximize_frames(

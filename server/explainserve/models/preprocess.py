@@ -66,8 +66,12 @@ def normalize(image: Image.Image, mean: tuple[float, ...], std: tuple[float, ...
 
 
 def denormalize(tensor: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """float [C, H, W] in model space -> uint8 [H, W, C] picture (clipped to valid pixels)."""
-    mean_t = torch.tensor(mean, dtype=tensor.dtype)[:, None, None]
-    std_t = torch.tensor(std, dtype=tensor.dtype)[:, None, None]
-    pixels = (tensor.detach().cpu() * std_t + mean_t).clamp(0, 1)
-    return (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    """float [C, H, W] in model space -> uint8 [H, W, C] picture (clipped to valid pixels).
+
+    In numpy: this runs in threads beside the worker, where a torch operator would start a
+    second OpenMP team competing for the worker's cores."""
+    values = tensor.detach().cpu().numpy()
+    shape = (len(mean), 1, 1)
+    pixels = np.clip(values * np.asarray(std, dtype=values.dtype).reshape(shape)
+                     + np.asarray(mean, dtype=values.dtype).reshape(shape), 0, 1)
+    return (pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8)
