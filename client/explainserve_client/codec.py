@@ -7,6 +7,7 @@ that carry the same name, dtype and shape, and their byte offset within the whol
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -50,7 +51,8 @@ def decode(tensor: pb.Tensor) -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(dim < 0 for dim in shape):
         raise TensorDecodeError(f"{label} has a negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: an int64 product of [2**32, 2**32] wraps to 0 and would pass the check.
+    expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise TensorDecodeError(
             f"{label} has {len(tensor.data)} bytes of data but shape {list(shape)} and dtype "

@@ -10,19 +10,18 @@ import threading
 
 import grpc
 from explainserve_client._proto import explainer_pb2 as pb
-from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from explainserve.api import transport
+from explainserve.api import handlers, transport
 from explainserve.api.health import HealthService
 from explainserve.api.servicer import Draining, ExplainerServicer
 from explainserve.config import ServerConfig
 from explainserve.errors import Unavailable
 from explainserve.models.registry import ModelRegistry
 from explainserve.scheduling.batcher import Batcher
-from explainserve.engine.explain import Engine
+from explainserve.engine.core import Engine
 from explainserve.workers.pool import WorkerPool, resolve_devices
 
 logger = logging.getLogger(__name__)
@@ -57,8 +56,8 @@ class ExplainServer:
         engine = Engine(registry, self._batcher, self.config.limits)
         self._server = grpc.aio.server(options=transport.server_options(self.config),
                                        interceptors=transport.interceptors(self.config.security))
-        pb_grpc.add_ExplainerServiceServicer_to_server(
-            ExplainerServicer(engine, self._pool.devices, self.draining), self._server)
+        self._server.add_generic_rpc_handlers((handlers.explainer_handler(
+            ExplainerServicer(engine, self._pool.devices, self.draining)),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)

@@ -18,9 +18,10 @@ def decode_input(message: pb.Input, field: str = "input") -> bytes | np.ndarray:
     if source == "encoded_image":
         return message.encoded_image
     if source == "tensor":
-        if message.tensor.dtype != pb.DATA_TYPE_FLOAT32:
-            raise InvalidArgument(f"{field}.tensor must be float32, got dtype "
-                                  f"{pb.DataType.Name(message.tensor.dtype)}")
+        dtype = message.tensor.dtype
+        if dtype != pb.DATA_TYPE_FLOAT32:
+            name = pb.DataType.Name(dtype) if dtype in pb.DataType.values() else str(dtype)
+            raise InvalidArgument(f"{field}.tensor must be float32, got dtype {name}")
         try:
             return wire.decode(message.tensor)
         except wire.TensorDecodeError as error:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import grpc
+from explainserve_client import wire_names
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 
@@ -23,6 +24,8 @@ from explainserve.engine.explain import explain
 
 logger = logging.getLogger(__name__)
 
+UNKNOWN_LABEL = "unknown"
+
 
 class Draining:
     """Set once shutdown begins: new calls are refused with UNAVAILABLE."""
@@ -36,6 +39,15 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
         self._engine = engine
         self._devices = devices
         self._draining = draining
+        self._model_names = frozenset(engine.registry.names())
+        self._method_names = frozenset(list_methods()) | frozenset(wire_names.OBJECTIVES)
+
+    def _labels(self, model: str, method: str) -> tuple[str, str]:
+        """Metric label values: only names the server knows, else "unknown", so that a client
+        cannot create series (or megabyte-long label values) at will."""
+        known_model = not model or model in self._model_names
+        known_method = not method or method in self._method_names
+        return model if known_model else UNKNOWN_LABEL, method if known_method else UNKNOWN_LABEL
 
     @asynccontextmanager
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, model: str = "",
@@ -64,7 +76,10 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            # gRPC cancels the handler both when the client cancels and at the deadline.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -72,8 +87,11 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             await context.abort(code, f"internal error in {rpc}; see the server log")
         finally:
             status = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            metrics.REQUESTS.labels(rpc=rpc, model=model, method=method, code=status).inc()
-            metrics.REQUEST_DURATION.labels(rpc=rpc, model=model).observe(time.perf_counter() - started)
+            model_label, method_label = self._labels(model, method)
+            metrics.REQUESTS.labels(rpc=rpc, model=model_label, method=method_label,
+                                    code=status).inc()
+            metrics.REQUEST_DURATION.labels(rpc=rpc, model=model_label).observe(
+                time.perf_counter() - started)
             logger.debug("%s model=%s method=%s ended %s after %.1f ms", rpc, model, method,
                          status, (time.perf_counter() - started) * 1000)
             logs.reset_request_id(bound)

@@ -64,8 +64,9 @@ class Engine:
             if channels != 3:
                 raise InvalidArgument(f"model {model.name!r} takes {channels}-channel tensors, "
                                       "not RGB images; send a preprocessed tensor")
-            return preprocess.normalize(preprocess.resize_and_crop(picture, (height, width)),
-                                        model.config.mean, model.config.std)
+            fitted = preprocess.resize_and_crop(picture, (height, width),
+                                                self.limits.max_image_pixels)
+            return preprocess.normalize(fitted, model.config.mean, model.config.std)
         if isinstance(image, np.ndarray):
             image = torch.from_numpy(np.array(image, dtype=np.float32))  # owned and writable
         tensor = image[0] if image.ndim == 4 and image.shape[0] == 1 else image

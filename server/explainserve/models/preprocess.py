@@ -46,11 +46,20 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     return image.convert("RGB")
 
 
-def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Scale the shorter side to fit, then centre-crop to (H, W): the torchvision recipe."""
+def resize_and_crop(image: Image.Image, size: tuple[int, int],
+                    max_pixels: int | None = None) -> Image.Image:
+    """Scale the shorter side to fit, then centre-crop to (H, W): the torchvision recipe.
+
+    A thin image (200000 x 1) scales up to a huge one (12800000 x 64) before the crop; with
+    `max_pixels`, a scaled size above it is refused instead of allocated."""
     height, width = size
     scale = max(height / image.height, width / image.width)
     scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if max_pixels is not None and scaled[0] * scaled[1] > max_pixels:
+        raise InvalidArgument(
+            f"image of {image.width}x{image.height} pixels would be resized to "
+            f"{scaled[0]}x{scaled[1]} to cover the model's {width}x{height} input, over the "
+            f"limit of {max_pixels} pixels; its aspect ratio is too extreme, crop it first")
     if scaled != image.size:
         image = image.resize(scaled, Image.Resampling.BILINEAR)
     left, top = (image.width - width) // 2, (image.height - height) // 2

@@ -205,11 +205,12 @@ class Batcher:
             for job in [job for job in queue if job.finished or job.expired(now)]:
                 queue.remove(job)
                 self._dequeued(job)
+                # gRPC cancels a call at its deadline, often before the queue sees it expire:
+                # such a job is finished *and* expired, and counts as a deadline, not a cancel.
+                metrics.REJECTED.labels(
+                    reason="deadline" if job.expired(now) else "cancelled").inc()
                 if not job.finished:
-                    metrics.REJECTED.labels(reason="deadline").inc()
                     job.fail(DeadlineExceeded("request deadline passed while it was queued"))
-                else:
-                    metrics.REJECTED.labels(reason="cancelled").inc()
 
     def _dequeued(self, job: Job) -> None:
         self._queued_jobs[job.model] -= 1
