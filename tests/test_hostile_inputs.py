@@ -121,3 +121,28 @@ def test_a_missed_deadline_is_counted_as_deadline_exceeded(demo_client):
     while _count("DEADLINE_EXCEEDED") == before and time.monotonic() < give_up:
         time.sleep(0.02)  # the server counts the call when its handler unwinds
     assert _count("DEADLINE_EXCEEDED") == before + 1
+
+
+def test_an_occlusion_baseline_that_would_overflow_is_refused(demo_client):
+    with pytest.raises(ExplainServeError) as refused:
+        demo_client.explain(np.zeros((64, 64, 3), np.uint8), model="demo", method="occlusion",
+                            baseline=1e300)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'baseline' of method 'occlusion' must be at most 1000.0, got 1e+300" in refused.value.details
+
+
+def test_a_pickled_module_weights_file_stops_start_up_with_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")  # a whole pickled module
+    (tmp_path / "models.toml").write_text(
+        '[models.m]\narch = "torchvision:resnet18"\nweights = "module.pt"\nnum_classes = 2\n'
+        "input_size = 32\n")
+    done = subprocess.run([sys.executable, "-m", "explainserve", "serve", "--models",
+                           str(tmp_path / "models.toml"), "--port", "0", "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"weights file {tmp_path / 'module.pt'} is not a safetensors file or a plain state_dict" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -11,6 +11,7 @@ import numpy as np
 from explainserve_client import render
 from torch import Tensor
 
+from explainserve.errors import FailedPrecondition
 from explainserve.methods.base import Attribution
 from explainserve.methods.explain.boxes import box_from_heatmap
 from explainserve.models import preprocess
@@ -41,6 +42,7 @@ def explanations(model: LoadedModel, image: Tensor, attributions: list[Attributi
     answers = []
     for item in attributions:
         heatmap = item.heatmap.numpy() if item.heatmap is not None else None
+        _check_finite(model, item)
         overlay = box = None
         if "overlay" in outputs and heatmap is not None:
             if picture is None:
@@ -58,6 +60,17 @@ def explanations(model: LoadedModel, image: Tensor, attributions: list[Attributi
             overlay_png=overlay, box=box,
             grid_png=render.image_png(item.grid.numpy()) if item.grid is not None else None))
     return answers
+
+
+def _check_finite(model: LoadedModel, item: Attribution) -> None:
+    """A map with NaN or Inf in it is a wrong answer, never a result: parameters at the edge of
+    their range or a model that overflows end the call with a status instead."""
+    for name, tensor in (("attribution", item.attribution), ("heatmap", item.heatmap),
+                         *item.tensors.items()):
+        if tensor is not None and tensor.is_floating_point() and not np.isfinite(tensor.numpy()).all():
+            raise FailedPrecondition(
+                f"the {name} for target {item.target} of model {model.name!r} has NaN or Inf "
+                "values (the model's scores overflow for this input and these parameters)")
 
 
 def frame_png(image: Tensor, model: LoadedModel) -> bytes:

@@ -10,6 +10,7 @@ import copy
 import importlib
 import inspect
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +92,19 @@ def build_module(config: ModelConfig) -> nn.Module:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as error:
+            raise ConfigError(f"weights file {path} is not a valid safetensors file: {error}") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        # weights_only refuses pickled modules and code: say so, naming the file, not a traceback.
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"weights file {path} is not a safetensors file or a plain state_dict "
+                          f"(a pickled module or object is never loaded): {reason}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -30,8 +30,9 @@ from explainserve.methods.registry import register_method
 PARAMS = (
     Param("window", int, 32, minimum=1, help="side of the square occluding window, in pixels"),
     Param("stride", int, 2, minimum=1, help="step between window positions, in pixels"),
-    Param("baseline", float, 0.0, help="value of the occluded pixels, in the model's normalised "
-                                       "input space (0 is the mean colour: a gray patch)"),
+    Param("baseline", float, 0.0, minimum=-1e3, maximum=1e3,
+          help="value of the occluded pixels, in the model's normalised input space (0 is the "
+               "mean colour: a gray patch; valid pixels lie within about [-3, 3])"),
     Param("score", str, "logit", choices=("logit", "probability"),
           help="what drops: the class logit (Captum's convention) or its softmax probability"),
 )
