@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from explainserve.api.inputs import deadline_of, decode_input
 from explainserve.engine import rendering
 from explainserve.engine.core import Engine
-from explainserve.engine.maximize import Frame, MaximizeQuery, maximize
+from explainserve.engine.maximize import Frame, MaximizeQuery, maximize, unit_field
 from explainserve.errors import InvalidArgument
 
 OBJECTIVES = wire_names.names_by_value(wire_names.OBJECTIVES)
@@ -53,8 +53,9 @@ def decode_maximize(request: pb.MaximizeRequest, time_remaining: float | None) -
 
 
 def _units(request: pb.MaximizeRequest, objective: str) -> tuple[int, ...]:
-    """classes for CLASS, channels for CHANNEL and NEURON, neither for INVERSION."""
-    wanted = {"class": "classes", "channel": "channels", "neuron": "channels"}.get(objective)
+    """The indices in the request field the objective's registered unit names (classes or
+    channels); the other field must be empty."""
+    wanted = unit_field(objective)
     for field in ("classes", "channels"):
         if field != wanted and getattr(request, field):
             raise InvalidArgument(f"objective {objective!r} takes "

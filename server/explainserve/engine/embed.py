@@ -20,14 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from explainserve.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
-from explainserve.methods.embed import projection
-from explainserve.methods.embed import receptive_field
-from explainserve.methods.base import Kernel, TensorRows
-from explainserve.methods.embed.features import embed_kernel, penultimate_layer
-from explainserve.scheduling.batcher import run_job
 from explainserve.engine.embed_top import Hit, TopK
 from explainserve.engine.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
+from explainserve.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
+from explainserve.methods.base import Kernel, TensorRows
+from explainserve.methods.embed import receptive_field
+from explainserve.methods.embed.features import embed_kernel, penultimate_layer
+from explainserve.methods.embed.projection import nearest_neighbours
+from explainserve.methods.embed.registry import get_projection
+from explainserve.scheduling.batcher import run_job
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class EmbedSession:
         self._spec = spec
         self._deadline = deadline
         self._model = engine.registry.get(spec.model)
+        self._projection = get_projection(spec.projection)  # an unknown name fails before any item
         self.layer = self._resolve_layer(spec.layer)
         for unit_layer, channel in spec.units:
             self._check_unit(unit_layer, channel)
@@ -143,7 +145,7 @@ class EmbedSession:
         if item.error is not None:
             return _Computed(index, item.id, error=item.error)
         try:
-            image = self._engine.prepare_image(self._model, item.image)
+            image = await self._engine.prepare(self._model, item.image)
             outputs = await self._run(image)
         except InvalidArgument as error:
             return _Computed(index, item.id, error=error)
@@ -185,11 +187,11 @@ class EmbedSession:
         spec = self._spec
         width = self._vectors[0].shape[0] if self._vectors else 0
         vectors = torch.stack(self._vectors) if self._vectors else torch.zeros(0, width)
-        project = projection.tsne if spec.projection == "tsne" else projection.pca
-        coordinates = project(vectors, spec.dims) if len(vectors) else torch.zeros(0, spec.dims)
+        coordinates = (self._projection.function(vectors, spec.dims) if len(vectors)
+                       else torch.zeros(0, spec.dims))
         neighbour_indices = neighbour_distances = None
         if spec.neighbours:
-            rows, neighbour_distances = projection.nearest_neighbours(vectors, spec.neighbours, spec.metric)
+            rows, neighbour_distances = nearest_neighbours(vectors, spec.neighbours, spec.metric)
             neighbour_indices = torch.tensor(self._indices, dtype=torch.long)[rows]
         return SetSummary(len(self._indices), list(self._indices), coordinates, neighbour_indices,
                           neighbour_distances, [(unit, top.hits()) for unit, top in

@@ -17,7 +17,7 @@ class EmbedSpec:
     model: str
     layer: str = ""
     pooling: str = "mean"  # mean | max | none
-    projection: str = "pca"  # pca | tsne
+    projection: str = "pca"  # a registered projection (methods/embed/registry.py)
     dims: int = 2
     neighbours: int = 0
     metric: str = "cosine"  # cosine | l2

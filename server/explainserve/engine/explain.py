@@ -17,9 +17,6 @@ from explainserve.methods.explain.predict import logits_kernel
 from explainserve.methods.registry import MethodSpec, get_method
 from explainserve.models.registry import LoadedModel, is_spatial
 
-__all__ = ["Engine", "ExplainQuery", "ExplainResult", "explain"]
-
-
 @dataclass(frozen=True)
 class ExplainQuery:
     """An ExplainRequest decoded into plain values (the api layer builds it)."""

@@ -17,21 +17,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from explainserve.errors import InvalidArgument
-from explainserve.methods.maximize import inversion as _inversion  # noqa: F401 - registers the objective
-from explainserve.methods.maximize import objectives as _objectives  # noqa: F401 - registers the objectives
-from explainserve.methods.maximize import parameterization as param_space
-from explainserve.methods.maximize.plan import (COUNT, NEURON_X, NEURON_Y, OBJECTIVES, REPORT, SEED, STEP, UNIT,
-                              AscentPlan, pack)
-from explainserve.methods.maximize.step import ascent_kernel
+from explainserve.engine.core import Engine
+from explainserve.engine.maximize_checks import (check_counts, check_layer, check_neuron,
+                                                 check_size, check_units, layer_shape,
+                                                 reference_image)
 from explainserve.methods.base import Kernel, TensorRows, parse_params
-from explainserve.methods.maximize.inversion import code_kernel
+from explainserve.methods.maximize import parameterization as param_space
+from explainserve.methods.maximize.plan import (COUNT, NEURON_X, NEURON_Y, REPORT, SEED, STEP,
+                                                UNIT, AscentPlan, pack)
 from explainserve.methods.maximize.priors import mix_seed
+from explainserve.methods.maximize.registry import ObjectiveSpec, get_objective
+from explainserve.methods.maximize.step import ascent_kernel
 from explainserve.models.registry import LoadedModel
 from explainserve.scheduling.batcher import run_job
-from explainserve.engine.explain import Engine
-from explainserve.engine.maximize_checks import (check_counts, check_layer, check_neuron, check_size, check_units,
-                              layer_shape, reference_image)
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +42,12 @@ class MaximizeQuery:
     """A MaximizeRequest decoded into plain values (the api layer builds it)."""
 
     model: str
-    objective: str  # "class" | "channel" | "neuron" | "inversion"
-    units: tuple[int, ...] = ()  # class or channel indices, one image each
+    objective: str  # a registered objective (methods/maximize/registry.py)
+    units: tuple[int, ...] = ()  # class or channel indices, one image each (spec.unit)
     layer: str = ""
     neuron: tuple[int, int] = (-1, -1)  # (y, x); -1 means the centre
     reference: bytes | Tensor | None = None
-    initialization: str = ""  # "" (objective's default) | "zeros" | "noise" | "image"
+    initialization: str = ""  # "" (the objective's default_start) | "zeros" | "noise" | "image"
     steps: int = 0
     frame_every: int = 0
     seed: int = 0
@@ -79,6 +77,12 @@ class _Run:
     steps_per_pass: int
     targets: Tensor  # [N, 7] with STEP, COUNT and REPORT filled in per pass
     state: Tensor
+
+
+def unit_field(objective: str) -> str | None:
+    """The request field that carries a known objective's units ("classes" or "channels"),
+    None when it takes neither: the api layer checks the request's fields against it."""
+    return get_objective(objective).unit.request_field
 
 
 async def maximize(engine: Engine, query: MaximizeQuery) -> AsyncIterator[Frame]:
@@ -116,26 +120,24 @@ def _next_frame(step: int, frame_every: int, steps: int) -> int:
 
 async def _prepare(engine: Engine, query: MaximizeQuery) -> _Run:
     model = engine.registry.get(query.model)
-    spec = OBJECTIVES.get(query.objective)
-    if spec is None:
-        raise InvalidArgument(f"objective {query.objective!r} is not one of {sorted(OBJECTIVES)}")
+    spec = get_objective(query.objective)
     params = parse_params(f"maximize/{spec.name}", spec.params, query.params)
     restarts = params["restarts"]
-    steps = check_counts(engine, query, spec.default_steps, restarts)
+    steps = check_counts(engine, query, spec, restarts)
     image_shape = check_size(engine, model, params["size"])
-    layer = check_layer(model, query)
-    shape = await layer_shape(engine, model, query, layer, image_shape)
-    units = check_units(model, query, shape)
-    neuron = check_neuron(query, shape)
-    reference = reference_image(engine, model, query)
-    code = await _target_code(engine, model, query, layer, reference)
+    layer = check_layer(model, query, spec)
+    shape = await layer_shape(engine, model, query, spec, layer, image_shape)
+    units = check_units(model, query, spec, shape)
+    neuron = check_neuron(query, spec, shape)
+    reference = await reference_image(engine, model, query, spec)
+    code = await _target_code(engine, model, query, spec, layer, reference)
     rows = [unit for unit in units for _ in range(restarts)]  # image i: rows i*R .. i*R+R-1
     code = code.expand(len(rows), *code.shape[1:])
     plan = AscentPlan(objective=spec.name, layer=layer, image_shape=image_shape,
                       mean=tuple(model.config.mean), std=tuple(model.config.std),
                       code_shape=tuple(code.shape[1:]),
                       **{k: v for k, v in params.items() if k in _PLAN_FIELDS})
-    start = _start(plan, query, reference, len(rows))
+    start = _start(plan, spec.start(query.initialization), query.seed, reference, len(rows))
     logger.debug("maximize %s on %s: %d images x %d restarts, %d steps", spec.name, model.name,
                  len(units), restarts, steps)
     return _Run(model, plan, units, restarts, steps, params["steps_per_pass"],
@@ -143,19 +145,21 @@ async def _prepare(engine: Engine, query: MaximizeQuery) -> _Run:
                 pack(start, torch.zeros_like(start), torch.zeros_like(start), code))
 
 
-async def _target_code(engine: Engine, model: LoadedModel, query: MaximizeQuery, layer: str,
-                       reference: Tensor | None) -> Tensor:
-    """Inversion's Phi0, computed on the device like any other pass; empty otherwise."""
-    if query.objective != "inversion":
+async def _target_code(engine: Engine, model: LoadedModel, query: MaximizeQuery,
+                       spec: ObjectiveSpec, layer: str, reference: Tensor | None) -> Tensor:
+    """The reference's code the objective compares to (inversion's Phi0), computed on the
+    device like any other pass; empty for an objective without one."""
+    if spec.reference_code is None:
         return torch.zeros(1, 0)
-    outputs = await run_job(engine.batcher, model.name, Kernel.of(code_kernel, layer=layer),
+    kernel = Kernel.of(spec.reference_code, layer=layer)
+    outputs = await run_job(engine.batcher, model.name, kernel,
                             TensorRows(reference[None], torch.zeros(1, dtype=torch.long)),
                             query.deadline)
     return outputs["code"]
 
 
 def _targets(units: list[int], neuron: tuple[int, int], seed: int) -> Tensor:
-    """Each row's integers (ascent.py's columns); each row gets its own random stream."""
+    """Each row's integers (plan.py's columns); each row gets its own random stream."""
     targets = torch.zeros(len(units), 7, dtype=torch.long)
     targets[:, UNIT] = torch.tensor(units)
     targets[:, NEURON_Y], targets[:, NEURON_X] = neuron
@@ -163,10 +167,9 @@ def _targets(units: list[int], neuron: tuple[int, int], seed: int) -> Tensor:
     return targets
 
 
-def _start(plan: AscentPlan, query: MaximizeQuery, reference: Tensor | None, count: int) -> Tensor:
-    """Start parameters per image: zeros (the mean image; the seeds' recipe for class models),
-    seeded noise, or the reference image."""
-    kind = query.initialization or ("zeros" if query.objective == "class" else "noise")
+def _start(plan: AscentPlan, kind: str, seed: int, reference: Tensor | None,
+           count: int) -> Tensor:
+    """Start parameters per row: zeros (the mean image), seeded noise, or the reference image."""
     shape = plan.param_shape
     if kind == "image":
         start = param_space.from_image(plan.parameterization, reference[None], plan.mean, plan.std)
@@ -174,6 +177,6 @@ def _start(plan: AscentPlan, query: MaximizeQuery, reference: Tensor | None, cou
     if kind == "noise":
         return torch.stack([
             param_space.noise(plan.parameterization, shape,
-                              torch.Generator().manual_seed(mix_seed(query.seed, index, _INIT_STREAM)))
+                              torch.Generator().manual_seed(mix_seed(seed, index, _INIT_STREAM)))
             for index in range(count)])
     return torch.zeros(count, *shape)

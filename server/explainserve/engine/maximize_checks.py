@@ -9,22 +9,25 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from explainserve.engine.core import Engine
 from explainserve.errors import InvalidArgument, OutOfRange
 from explainserve.methods.base import Kernel, TensorRows
-from explainserve.methods.maximize.inversion import code_kernel
+from explainserve.methods.maximize.layers import layer_kernel
+from explainserve.methods.maximize.registry import (ObjectiveSpec, Unit, get_objective,
+                                                    list_objectives)
 from explainserve.models.registry import LoadedModel
 from explainserve.scheduling.batcher import run_job
-from explainserve.engine.explain import Engine
 
 if TYPE_CHECKING:
     from explainserve.engine.maximize import MaximizeQuery
 
-def check_counts(engine: Engine, query: MaximizeQuery, default_steps: int,
+
+def check_counts(engine: Engine, query: MaximizeQuery, spec: ObjectiveSpec,
                  restarts: int) -> int:
     """Steps (0: the objective's default), frames per image and optimised rows (images times
     restarts) against the limits."""
     limits = engine.limits
-    steps = query.steps or default_steps
+    steps = query.steps or spec.default_steps
     if steps > limits.max_maximize_steps:
         raise InvalidArgument(f"steps {steps} exceeds the limit of {limits.max_maximize_steps}")
     frames = math.ceil(steps / query.frame_every) if query.frame_every else 1
@@ -32,7 +35,7 @@ def check_counts(engine: Engine, query: MaximizeQuery, default_steps: int,
         raise InvalidArgument(
             f"frame_every {query.frame_every} gives {frames} frames per image for {steps} steps; "
             f"at most {limits.max_maximize_frames} (raise frame_every)")
-    images = 1 if query.objective == "inversion" else len(query.units)
+    images = 1 if spec.one_image else len(query.units)
     if images * restarts > limits.max_maximize_images:
         raise InvalidArgument(f"{images} images x {restarts} restarts requested; at most "
                               f"{limits.max_maximize_images} optimised images")
@@ -50,24 +53,27 @@ def check_size(engine: Engine, model: LoadedModel, size: int) -> tuple[int, int,
     return (model.input_shape[0], size, size) if size else model.input_shape
 
 
-def check_layer(model: LoadedModel, query: MaximizeQuery) -> str:
-    """The layer a unit objective reads (default: the model's default layer); NOT_FOUND names
-    the valid ones."""
-    if query.objective == "class":
+def check_layer(model: LoadedModel, query: MaximizeQuery, spec: ObjectiveSpec) -> str:
+    """The layer the objective reads (default: the model's default layer), "" for one that
+    reads none; NOT_FOUND names the valid ones."""
+    if not spec.needs_layer:
         return ""
     return model.check_layer(query.layer or model.default_layer).name
 
 
-async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery, layer: str,
+async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery,
+                      spec: ObjectiveSpec, layer: str,
                       image_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """The layer's output shape for one image; at a size other than the model's, one probe
     pass finds it (and whether the model runs at that size at all)."""
     if image_shape == model.input_shape:
         return tuple(model.facts.layer_shapes[layer]) if layer else (model.config.num_classes,)
-    if query.objective == "inversion" or query.initialization == "image":
-        raise InvalidArgument("parameter 'size' must be 0 for inversion and for a start image: "
-                              "the reference image has the model's input size")
-    kernel = Kernel.of(code_kernel, layer=layer)
+    if uses_reference(query, spec):
+        with_reference = [name for name in list_objectives() if get_objective(name).needs_reference]
+        raise InvalidArgument(f"parameter 'size' must be 0 for {' and '.join(with_reference)} "
+                              "and for a start image: the reference image has the model's "
+                              "input size")
+    kernel = Kernel.of(layer_kernel, layer=layer)
     try:
         outputs = await run_job(engine.batcher, model.name, kernel,
                                 TensorRows(torch.zeros(1, *image_shape),
@@ -78,29 +84,34 @@ async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery, 
     return tuple(outputs["code"].shape[1:])
 
 
-def check_units(model: LoadedModel, query: MaximizeQuery, shape: tuple[int, ...]) -> list[int]:
-    """One image per class or channel index (one for inversion), each in range."""
-    if query.objective == "inversion":
+def check_units(model: LoadedModel, query: MaximizeQuery, spec: ObjectiveSpec,
+                shape: tuple[int, ...]) -> list[int]:
+    """One image per class or channel index (one unit 0 for an objective without units),
+    each in range."""
+    if spec.one_image:
         return [0]
-    kind = "class" if query.objective == "class" else "channel"
+    kind = spec.unit.index_kind
     if not query.units:
-        raise InvalidArgument(f"objective {query.objective!r} needs at least one {kind} index "
-                              f"(field {'classes' if kind == 'class' else 'channels'})")
-    count = model.config.num_classes if kind == "class" else shape[0]
-    where = f"model {model.name!r}" if kind == "class" else "the layer"
+        raise InvalidArgument(f"objective {spec.name!r} needs at least one {kind} index "
+                              f"(field {spec.unit.request_field})")
+    of_classes = spec.unit is Unit.CLASS
+    count = model.config.num_classes if of_classes else shape[0]
+    where = f"model {model.name!r}" if of_classes else "the layer"
     for unit in query.units:
         if not 0 <= unit < count:
             raise OutOfRange(f"{kind} {unit} is out of range [0, {count}) for {where}")
     return list(query.units)
 
 
-def check_neuron(query: MaximizeQuery, shape: tuple[int, ...]) -> tuple[int, int]:
-    """The neuron's (y, x) in the layer's feature map; -1 means the centre."""
-    if query.objective != "neuron":
+def check_neuron(query: MaximizeQuery, spec: ObjectiveSpec, shape: tuple[int, ...]
+                 ) -> tuple[int, int]:
+    """A spatial objective's layer has a [K, h, w] output; a neuron's (y, x) lies in it (-1
+    means the centre). (0, 0) for the others, whose rows ignore the position."""
+    if spec.spatial_layer and len(shape) != 3:
+        raise InvalidArgument(f"objective {spec.name!r} needs a layer with a [K, h, w] output; "
+                              f"this layer's output shape is {list(shape)}")
+    if spec.unit is not Unit.NEURON:
         return (0, 0)
-    if len(shape) != 3:
-        raise InvalidArgument(f"objective 'neuron' needs a layer with a [K, h, w] output; this "
-                              f"layer's output shape is {list(shape)}")
     position = []
     for name, value, extent in (("neuron_y", query.neuron[0], shape[1]),
                                 ("neuron_x", query.neuron[1], shape[2])):
@@ -111,10 +122,15 @@ def check_neuron(query: MaximizeQuery, shape: tuple[int, ...]) -> tuple[int, int
     return position[0], position[1]
 
 
-def reference_image(engine: Engine, model: LoadedModel, query: MaximizeQuery) -> Tensor | None:
-    """The preprocessed reference (inversion's target, or the start image)."""
-    needed = query.objective == "inversion" or query.initialization == "image"
-    if needed and query.reference is None:
-        raise InvalidArgument(f"field reference is required for objective {query.objective!r} "
+def uses_reference(query: MaximizeQuery, spec: ObjectiveSpec) -> bool:
+    """Whether the request needs its reference image: for the objective's code, or to start."""
+    return spec.needs_reference or spec.start(query.initialization) == "image"
+
+
+async def reference_image(engine: Engine, model: LoadedModel, query: MaximizeQuery,
+                          spec: ObjectiveSpec) -> Tensor | None:
+    """The preprocessed reference (the objective's target code, or the start image)."""
+    if uses_reference(query, spec) and query.reference is None:
+        raise InvalidArgument(f"field reference is required for objective {spec.name!r} "
                               f"and initialization {query.initialization or 'default'!r}")
-    return engine.prepare_image(model, query.reference) if query.reference is not None else None
+    return await engine.prepare(model, query.reference) if query.reference is not None else None

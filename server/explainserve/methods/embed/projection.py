@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from explainserve.methods.embed.registry import register_projection
+
 logger = logging.getLogger(__name__)
 
 TSNE_MIN_POINTS = 4  # below this t-SNE has no neighbourhoods to keep; PCA answers instead
@@ -23,6 +25,7 @@ DISTANCE_BLOCK_ELEMENTS = 1 << 24  # rows x set size per block of the distance m
 TSNE_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 
+@register_projection("pca")
 def pca(vectors: Tensor, dims: int) -> Tensor:
     """[N, D] -> [N, dims] float32 principal-component scores. Components beyond the rank of
     the centred set are zero; each component's sign makes its largest loading positive
@@ -44,6 +47,7 @@ def tsne_perplexity(count: int) -> float:
     return float(min(MAX_PERPLEXITY, max(1.0, (count - 1) / 3)))
 
 
+@register_projection("tsne")
 def tsne(vectors: Tensor, dims: int, seed: int = 0) -> Tensor:
     """[N, D] -> [N, dims] float32 t-SNE map (scikit-learn, PCA initialisation, fixed seed)."""
     from sklearn.manifold import TSNE

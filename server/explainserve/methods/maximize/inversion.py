@@ -2,9 +2,10 @@
 
     x* = argmin_x ||Phi(x) - Phi0||^2 / ||Phi0||^2 + lambda R(x),
 
-with R the total variation prior (regularizers.total_variation). The loss is normalised by
-||Phi0||^2 as in the paper, so lambda means the same at every layer. The code Phi0 travels in
-each row (ascent.py), so inversions of different images share a pass.
+with R the total variation prior (priors.total_variation). The loss is normalised by
+||Phi0||^2 as in the paper, so lambda means the same at every layer. The code Phi0 is the
+reference image's (layers.layer_kernel, the spec's reference_code) and travels in each row
+(plan.py), so inversions of different images share a pass.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from explainserve.methods.maximize.plan import AscentPlan, ascent_params, register_objective
 from explainserve.methods.base import ModelHandle
-from explainserve.methods.maximize.objectives import layer_output
+from explainserve.methods.maximize.layers import layer_kernel, layer_output
+from explainserve.methods.maximize.plan import AscentPlan, ascent_params
+from explainserve.methods.maximize.registry import Unit, register_objective
 
 # No random transformations by default: a shifted image has a shifted code, which would make
 # the exact match the loss asks for impossible. The loss has local minima where ReLU units the
@@ -24,7 +26,10 @@ from explainserve.methods.maximize.objectives import layer_output
 INVERSION_PARAMS = ascent_params(learning_rate=0.02, tv=0.01, redirect_steps=256, restarts=4)
 
 
-@register_objective("inversion", INVERSION_PARAMS, default_steps=1024)
+# One image per request, the reconstruction of the reference; from seeded noise, which ended
+# nearer the code than a zero start on the demo model (docs/maximize.md).
+@register_objective("inversion", INVERSION_PARAMS, unit=Unit.NONE, reference_code=layer_kernel,
+                    default_steps=1024)
 def code_match(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
                plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """Minus the normalised squared distance between each row's code and its target code."""
@@ -32,11 +37,3 @@ def code_match(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor
     distance = (activations - code).flatten(1).pow(2).sum(dim=1)
     scale = code.flatten(1).pow(2).sum(dim=1).clamp_min(torch.finfo(code.dtype).tiny)
     return -distance / scale, logits
-
-
-def code_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *,
-                layer: str) -> dict[str, Tensor]:
-    """Phi0: the code of each reference image at the layer, and the reference's logits."""
-    with torch.no_grad():
-        code, logits = layer_output(model, inputs, layer, full=True)
-    return {"code": code, "logits": logits}

@@ -5,9 +5,9 @@
 - channel: Erhan et al. 2009, the mean of one channel's feature map at a layer.
 - neuron: one spatial unit (y, x) of one channel at a layer.
 
-The step lives in ascent_step.py and the loop in scheduling/maximize.py; this module only says
-what each row's objective is. The unit (class or channel index) and the neuron's position come
-from the row's targets, so rows of different requests with different units share one pass.
+The step lives in step.py and the loop in engine/maximize.py; this module only says what each
+row's objective is. The unit (class or channel index) and the neuron's position come from the
+row's targets, so rows of different requests with different units share one pass.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from explainserve import hooks
-from explainserve.methods.maximize.plan import NEURON_X, NEURON_Y, UNIT, AscentPlan, ascent_params, register_objective
 from explainserve.methods.base import ModelHandle
+from explainserve.methods.maximize.layers import layer_output
+from explainserve.methods.maximize.plan import NEURON_X, NEURON_Y, UNIT, AscentPlan, ascent_params
+from explainserve.methods.maximize.registry import Unit, register_objective
 
 # Class models: the L2 prior of eq. 1 keeps the image near the mean, small jitter and blur
 # suppress the high-frequency patterns that fool a network without looking like anything
@@ -28,26 +29,11 @@ CLASS_PARAMS = ascent_params(learning_rate=0.05, l2=0.05, jitter=2, blur_every=4
 UNIT_PARAMS = ascent_params(learning_rate=0.1)
 
 
-def layer_output(model: ModelHandle, images: Tensor, layer: str, full: bool
-                 ) -> tuple[Tensor, Tensor | None]:
-    """The layer's output [N, K, ...] and, with full, the logits. Without full the forward
-    pass stops at the layer (nothing above it is needed for the gradient)."""
-    modules = {layer: model.layer(layer)}
-    if full:
-        # for_gradient hands the network a clone, so an in-place op after the layer cannot
-        # change the captured values; under no_grad it costs one copy.
-        with hooks.capture_outputs(modules, for_gradient=True) as captured:
-            logits = model.module(images)
-        return captured.outputs[layer].detach(), logits
-    with hooks.capture_outputs(modules, stop_after=layer) as captured:
-        try:
-            model.module(images)
-        except hooks.StopForward:
-            pass
-    return captured.outputs[layer], None
-
-
-@register_objective("class", CLASS_PARAMS)
+# The class score is the logit, so no layer; the zero start is the mean image, the seeds'
+# recipe for class models. Units start from seeded noise: without random transformations (off
+# by default for units) restarts from one zero image would all take the same path.
+@register_objective("class", CLASS_PARAMS, unit=Unit.CLASS, needs_layer=False,
+                    default_start="zeros")
 def class_score(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
                 plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor]:
     """S_c(I), the logit of each row's class."""
@@ -55,7 +41,7 @@ def class_score(model: ModelHandle, images: Tensor, targets: Tensor, code: Tenso
     return logits.gather(1, targets[:, UNIT, None]).squeeze(1), logits
 
 
-@register_objective("channel", UNIT_PARAMS)
+@register_objective("channel", UNIT_PARAMS, unit=Unit.CHANNEL)
 def channel_mean(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
                  plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """The mean over positions of each row's channel at the layer."""
@@ -65,7 +51,7 @@ def channel_mean(model: ModelHandle, images: Tensor, targets: Tensor, code: Tens
     return picked.reshape(len(rows), -1).mean(dim=1), logits
 
 
-@register_objective("neuron", UNIT_PARAMS)
+@register_objective("neuron", UNIT_PARAMS, unit=Unit.NEURON, spatial_layer=True)
 def neuron(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
            plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """The activation of each row's channel at its (y, x) in the layer's feature map."""

@@ -1,6 +1,6 @@
-"""Gradient ascent on the input: what a row holds, the plan that is its kernel key, the
-request parameters and the objectives (maximize.py, inversion.py register theirs; the step
-itself is ascent_step.py).
+"""Gradient ascent on the input: what a row holds, the plan that is its kernel key and the
+request parameters (the objectives register themselves in registry.py; the step itself is
+step.py).
 
 A row is one image being optimised. Its whole optimiser state travels inside the row, as one
 flat float vector [param | Adam m | Adam v | code], so a step is a pure function of the row:
@@ -12,14 +12,13 @@ The row's targets are integers [UNIT, NEURON_Y, NEURON_X, SEED, STEP, COUNT, REP
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from explainserve.methods.maximize import parameterization as param_space
-from explainserve.methods.base import ModelHandle, Param
+from explainserve.methods.base import Param
 
 UNIT, NEURON_Y, NEURON_X, SEED, STEP, COUNT, REPORT = range(7)
 
@@ -34,7 +33,7 @@ class AscentPlan:
     image_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    code_shape: tuple[int, ...] = (0,)  # inversion: the target code per row
+    code_shape: tuple[int, ...] = (0,)  # the target code per row (objectives with a reference)
     parameterization: str = "pixels"
     optimizer: str = "adam"
     learning_rate: float = 0.05
@@ -94,33 +93,6 @@ def ascent_params(**defaults) -> tuple[Param, ...]:
     if unknown:
         raise ValueError(f"defaults for unknown parameters {unknown}")
     return tuple(replace(spec, default=defaults.get(spec.name, spec.default)) for spec in specs)
-
-
-# objective(model, images, targets, code, plan, full) -> (value per row [N], logits or None).
-# full=False may stop the forward pass at the objective's layer; full=True must return logits.
-ObjectiveFn = Callable[[ModelHandle, Tensor, Tensor, Tensor, AscentPlan, bool],
-                       tuple[Tensor, Tensor | None]]
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    name: str
-    function: ObjectiveFn
-    params: tuple[Param, ...]
-    default_steps: int = 256
-
-
-OBJECTIVES: dict[str, ObjectiveSpec] = {}
-
-
-def register_objective(name: str, params: tuple[Param, ...], default_steps: int = 256
-                       ) -> Callable[[ObjectiveFn], ObjectiveFn]:
-    def decorator(function: ObjectiveFn) -> ObjectiveFn:
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} is registered twice")
-        OBJECTIVES[name] = ObjectiveSpec(name, function, params, default_steps)
-        return function
-    return decorator
 
 
 def unpack(plan: AscentPlan, rows: Tensor) -> list[Tensor]:

@@ -14,10 +14,12 @@ import torch
 from torch import Tensor
 
 from explainserve import hooks
+from explainserve.methods.base import ModelHandle
 from explainserve.methods.maximize import parameterization as param_space
 from explainserve.methods.maximize import priors
-from explainserve.methods.maximize.plan import (COUNT, OBJECTIVES, REPORT, SEED, STEP, UNIT, AscentPlan, pack, unpack)
-from explainserve.methods.base import ModelHandle
+from explainserve.methods.maximize.plan import (COUNT, REPORT, SEED, STEP, UNIT, AscentPlan, pack,
+                                                unpack)
+from explainserve.methods.maximize.registry import Unit, get_objective
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -30,7 +32,7 @@ def _image(plan: AscentPlan, param: Tensor) -> Tensor:
 def objective_value(model: ModelHandle, plan: AscentPlan, image: Tensor, seen: Tensor,
                     targets: Tensor, code: Tensor, full: bool) -> tuple[Tensor, Tensor | None]:
     """The objective of the transformed image minus the priors of the image itself."""
-    value, logits = OBJECTIVES[plan.objective].function(model, seen, targets, code, plan, full)
+    value, logits = get_objective(plan.objective).function(model, seen, targets, code, plan, full)
     if plan.l2:
         value = value - plan.l2 * priors.l2_penalty(image)
     if plan.tv:
@@ -125,7 +127,9 @@ def _report(model: ModelHandle, plan: AscentPlan, image: Tensor, targets: Tensor
                                     code[rows], full=True)
     probabilities = logits.softmax(dim=1)
     predicted = logits.argmax(dim=1)
-    shown = predicted if plan.objective != "class" else targets[rows, UNIT]
+    # a class objective reports the probability of its own class, the others the prediction's
+    unit_is_class = get_objective(plan.objective).unit is Unit.CLASS
+    shown = targets[rows, UNIT] if unit_is_class else predicted
     out["objective"][rows] = value.to(out["objective"].dtype)
     out["predicted"][rows] = predicted
     out["probability"][rows] = probabilities.gather(1, shown[:, None]).squeeze(1)
