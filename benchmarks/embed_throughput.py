@@ -2,14 +2,17 @@
 weights, default penultimate layer), next to a plain batched forward pass in this process, in
 the same run. One command:
 
-    python benchmarks/embed_throughput.py [--quick] [--count 1000] [--out FILE.json]
+    python benchmarks/embed_throughput.py [--quick] [--count 1000] [--rounds 2] [--out FILE.json]
 
-The server runs in a child process (`explainserve serve --device cpu`); this process encodes the
-images before the clock starts, streams them with client.embed, and measures the floors in
-this process between served runs (the server idles meanwhile), best of --rounds each:
+It writes docs/results/embed_throughput.json. The server runs in a child process
+(`explainserve serve --device cpu`); this process encodes the images before the clock starts,
+streams them with client.embed, and measures the floors in this process between served runs
+(the server idles meanwhile), best of --rounds each:
   forward floor            model(x) under torch.no_grad on preprocessed [B, 3, 224, 224]
-                           batches, B = 32 (the server's max_batch_size) or the mean batch the
-                           server actually formed (read from its metrics), whichever is faster
+                           batches on a replica laid out as the server's CPU replicas are
+                           (workers.pool.Replica: channels last where the model allows it),
+                           B = 32 (the server's max_batch_size) or the mean batch the server
+                           actually formed (read from its metrics), whichever is faster
   decode + forward floor   the same plus the server's JPEG decode, resize and normalise
 """
 
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import socket
@@ -32,11 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from explainserve.config import load_model_repository
 from explainserve.models import preprocess
+from explainserve.models.registry import load_model
+from explainserve.workers.pool import Replica
 from explainserve_client import Client
 from PIL import Image
 from safetensors.torch import save_file
 
+from results import add_out_argument, write_result  # benchmarks/ is on the path
+
+NAME = "embed_throughput"
 SIZE = 224
 BATCH = 32  # BatchingConfig.max_batch_size's default, the batch the server forms
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -125,11 +133,18 @@ def preprocessed(images: list[bytes]) -> tuple[list[torch.Tensor], float, float]
     return tensors, (time.perf_counter() - started) / count, (time.process_time() - cpu) / count
 
 
-def forward_rate(tensors: list[torch.Tensor], batch: int) -> tuple[float, float]:
+def floor_model(repository: Path) -> tuple[torch.nn.Module, str]:
+    """The server's weights on a replica laid out as its CPU replicas are, up to the default
+    layer (avgpool): the pass the server computes for each item."""
+    loaded = load_model(load_model_repository(repository)[0])
+    model = Replica(loaded, torch.device("cpu")).module
+    model.fc = torch.nn.Identity()
+    return model, str(loaded.memory_format(torch.device("cpu")))
+
+
+def forward_rate(model: torch.nn.Module, tensors: list[torch.Tensor],
+                 batch: int) -> tuple[float, float]:
     """model(x) on batches of `batch` preprocessed images: images per wall and per CPU second."""
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=1000).eval().requires_grad_(False)
-    model.fc = torch.nn.Identity()  # the penultimate layer: the pass the server computes
     with torch.no_grad():
         for start in range(0, 3 * batch, batch):  # warm-up: allocator and kernels
             model(torch.stack(tensors[start:start + batch]))
@@ -144,7 +159,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="200 images instead of 1,000")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2, help="floor/served rounds; best counts")
-    parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
+    add_out_argument(parser, NAME)
     args = parser.parse_args()
     count = 200 if args.quick else args.count
     images = jpeg_images(count)
@@ -157,6 +172,7 @@ def main() -> int:
     torch.nn.functional.conv2d(torch.zeros(1, 64, 56, 56), torch.zeros(64, 64, 3, 3))
     with tempfile.TemporaryDirectory() as scratch:
         process, address, metrics_port = serve(Path(scratch))
+        model, layout = floor_model(Path(scratch) / "models.toml")
         try:
             # Alternate floor and served runs (the idle server costs no CPU) and keep the best
             # of each: on a busy machine, the fairest pairing one run can give. The floor runs
@@ -164,10 +180,10 @@ def main() -> int:
             for _ in range(args.rounds):
                 tensors, decode_wall, decode_cpu = preprocessed(images)
                 decode_costs.append((decode_wall, decode_cpu))
-                floors.append((BATCH, *worker.submit(forward_rate, tensors, BATCH).result()))
+                floors.append((BATCH, *worker.submit(forward_rate, model, tensors, BATCH).result()))
                 served_runs.append(served_rate(process, address, metrics_port, images))
                 formed = max(1, round(served_runs[-1]["batch"]))
-                floors.append((formed, *worker.submit(forward_rate, tensors, formed).result()))
+                floors.append((formed, *worker.submit(forward_rate, model, tensors, formed).result()))
                 del tensors
         finally:
             process.terminate()
@@ -180,24 +196,28 @@ def main() -> int:
     served = max(served_runs, key=lambda r: r["wall"])
     served_cpu = max(r["cpu"] for r in served_runs)
     numbers = {
-        "images": count, "rounds": args.rounds, "size": SIZE, "vector_dim": served["width"],
-        "threads": torch.get_num_threads(),
-        "server_mean_batch": round(served["batch"], 1),
-        "served_images_per_s": round(served["wall"], 2),
-        "forward_floor_images_per_s": round(best_wall[1], 2), "forward_floor_batch": best_wall[0],
-        "decode_ms_per_image": round(decode_wall * 1000, 2),
-        "decode_forward_floor_images_per_s": round(both_wall, 2),
-        "served_over_decode_forward": round(served["wall"] / both_wall, 3),
+        "vector_dim": served["width"],
+        "server_mean_batch": served["batch"],
+        "served_images_per_s": served["wall"],
+        "forward_floor_images_per_s": best_wall[1], "forward_floor_batch": best_wall[0],
+        "forward_floors": [{"batch": b, "images_per_s": w, "images_per_cpu_s": c}
+                           for b, w, c in floors],
+        "decode_ms_per_image": decode_wall * 1000,
+        "decode_forward_floor_images_per_s": both_wall,
+        "served_over_decode_forward": served["wall"] / both_wall,
         # Per CPU-second (server and client processes together): what a busy machine's
         # scheduler cannot skew; there a process with more runnable threads gets more of the
         # contended cores, so wall rates flatter the two-process server/client pair.
-        "served_images_per_cpu_s": round(served_cpu, 2),
-        "decode_forward_floor_images_per_cpu_s": round(both_cpu, 2),
-        "served_over_decode_forward_per_cpu_s": round(served_cpu / both_cpu, 3),
+        "served_images_per_cpu_s": served_cpu,
+        "decode_forward_floor_images_per_cpu_s": both_cpu,
+        "served_over_decode_forward_per_cpu_s": served_cpu / both_cpu,
     }
-    print(json.dumps(numbers, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(numbers, indent=2) + "\n")
+    settings = {"quick": args.quick, "images": count, "rounds": args.rounds, "size": SIZE,
+                "image": "JPEG quality 90, smooth random colour fields",
+                "model": "torchvision resnet18, random weights (seed 0), 1,000 classes",
+                "layer": "avgpool (the default), mean pooling", "max_batch_size": BATCH,
+                "threads": torch.get_num_threads(), "floor_layout": layout}
+    write_result(NAME, settings, numbers, args.out)
     return 0
 
 

@@ -1,13 +1,14 @@
-"""Issue 3's speed table: every explanation method on torchvision resnet18 (random weights) at
-224x224, batch 1 and 8, on the CPU, next to its reference library measured in the same run and
-next to one forward+backward pass. One command reruns it all:
+"""Every explanation method on torchvision resnet18 (random weights) at 224x224, batch 1 and 8,
+on the CPU, next to its reference library measured in the same run and next to one
+forward+backward pass. One command reruns it all and writes docs/results/explain_methods.json:
 
-    python benchmarks/explain_methods.py [--quick] [--no-served] [--out docs/explain_methods.json]
+    python benchmarks/explain_methods.py [--quick] [--no-served] [--methods a,b] [--out FILE.json]
 
 "ours" calls each method the way a worker does: the method's own orchestration turns the image
 into rows and kernels, and the rows of the batch's images are coalesced by kernel key and cut
 into chunks of max_batch_size, exactly what the batcher does, then run by a Replica from
-workers/pool.py. "served" is the same request through a real server process and the client
+workers/pool.py, laid out as the server lays out its CPU replicas (memory_format "auto");
+the forward+backward floor runs on that same replica. "served" is the same request through a real server process and the client
 (batch 8 = 8 concurrent requests). Occlusion uses the seeds' 32x32 window with stride 2 on a
 smaller input (97x97 positions at 224 would take minutes per image on a CPU), next to Captum's
 Occlusion at each perturbations_per_eval tried. The last column is the lowest module whose
@@ -18,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision
 from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, InputXGradient,
@@ -46,7 +43,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import save_file
 
 from load import ServerProcess  # benchmarks/ is on the path when a script runs
+from results import add_out_argument, write_result
 
+NAME = "explain_methods"
 SIZE, CLASSES, LAYER = 224, 1000, "layer4"
 SINGLE_PASS = ("saliency", "input_x_gradient", "deconvnet", "guided_backprop", "cam", "gradcam",
                "gradcam_counterfactual", "gradcam_plus_plus", "guided_gradcam")
@@ -354,38 +353,13 @@ def format_row(row: dict) -> str:
             f"graph from {row.get('lowest_graph_module', '-')}")
 
 
-def markdown(result: dict) -> str:
-    lines = ["| method | batch | input | ours: wall / 1-thread CPU (ms/img) | served wall | "
-             "reference: wall / 1-thread CPU (ms/img) | CPU ours / best ref | "
-             "fwd+bwd: wall / CPU | lowest module with a graph |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in result["rows"]:
-        refs = "<br>".join(f"{name}: {value['wall'] * 1000:.1f} / {value['cpu'] * 1000:.1f}"
-                           for name, value in row["references"].items())
-        best = min(value["cpu"] for value in row["references"].values())
-        served_ms = f"{row['served'] * 1000:.1f}" if "served" in row else "-"
-        ours_ms, floor_ms = row["ours"], row["floor_fwd_bwd"]
-        ours_cell = f"{ours_ms['wall'] * 1000:.1f} / {ours_ms['cpu'] * 1000:.1f}"
-        ratio = f"{ours_ms['cpu'] / best:.2f}"
-        if "ours_max_batch_128" in row:
-            large = row["ours_max_batch_128"]
-            ours_cell += (f"<br>max_batch_size 128: {large['wall'] * 1000:.1f} / "
-                          f"{large['cpu'] * 1000:.1f}")
-            ratio += f"<br>{large['cpu'] / best:.2f}"
-        lines.append(
-            f"| {row['method']} | {row['batch']} | {row['input']} | {ours_cell} | {served_ms} | "
-            f"{refs} | {ratio} | {floor_ms['wall'] * 1000:.1f} / {floor_ms['cpu'] * 1000:.1f} | "
-            f"{row.get('lowest_graph_module', '')} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller occlusion")
     parser.add_argument("--no-served", dest="served", action="store_false",
                         help="skip the real-server column")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", type=Path, help="write the raw numbers as JSON here")
+    add_out_argument(parser, NAME)
     parser.add_argument("--methods", default=",".join((*SINGLE_PASS, "smoothgrad", "occlusion")),
                         help="comma-separated subset of the methods to measure")
     args = parser.parse_args()
@@ -396,9 +370,16 @@ def main() -> None:
     args.per_eval = (16, 81) if args.quick else (8, 32, 128, 289)  # 289: every position at once
     args.methods = args.methods.split(",")
     result = measure(args)
-    print(markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    settings = {"quick": args.quick, "model": "torchvision resnet18, random weights, 1,000 classes",
+                "size": SIZE, "batches": [1, 8], "threads": args.threads,
+                "repeats": args.repeats, "occlusion_repeats": args.occlusion_repeats,
+                "occlusion_size": args.occlusion_size,
+                "occlusion_params": {"window": 32, "stride": 2},
+                "occlusion_per_eval": list(args.per_eval),
+                "smoothgrad": {"samples": args.smoothgrad_samples, "noise_level": 0.15},
+                "max_batch_size": BatchingConfig().max_batch_size, "served": args.served,
+                "methods": args.methods}
+    write_result(NAME, settings, {"rows": result["rows"]}, args.out)
 
 
 if __name__ == "__main__":

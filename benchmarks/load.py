@@ -1,7 +1,7 @@
-"""Issue 4's table: the batching worker pool under load, each number a ratio to what the same
-run measures in-process. One command reruns it all:
+"""The batching worker pool under load, each number a ratio to what the same run measures
+in-process. One command reruns it all and writes docs/results/load.json:
 
-    python benchmarks/load.py [--quick] [--out docs/benchmarks_load.json]
+    python benchmarks/load.py [--quick] [--out FILE.json]
 
 A real server runs in its own process (`explainserve serve`); this process is the load
 generator (grpc.aio, loopback only, bounded in count and time) and measures the in-process
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import re
@@ -33,9 +32,18 @@ import torchvision
 from explainserve_client import Client
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from explainserve.config import load_model_repository
+from explainserve.models.registry import LoadedModel, load_model
+from explainserve.workers.pool import Replica
 from safetensors.torch import save_file
 
+from results import add_out_argument, write_result  # benchmarks/ is on the path
+
+NAME = "load"
 SIZE = 224
+BATCHING = {"max_batch_size": 16, "max_queue_delay_ms": 2.0, "max_queue_size": 64}
+MIXED_METHODS = ("gradcam", "saliency", "gradcam_plus_plus", "input_x_gradient",
+                 "gradcam_counterfactual")
 
 
 def free_port() -> int:
@@ -168,25 +176,26 @@ def timed(function, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def floors(batch_sizes: list[int], repeats: int) -> dict:
+def floors(loaded: LoadedModel, batch_sizes: list[int], repeats: int) -> dict:
     """In-process, same weights: forward + backward down to layer4 (exactly the Grad-CAM work)
-    per image at each batch size, and Captum / pytorch-grad-cam called once per image."""
+    per image at each batch size, on a replica laid out as the server's is (Replica: its
+    memory_format decision) and on the contiguous model, and Captum / pytorch-grad-cam called
+    once per image on the model as a user holds it."""
     from captum.attr import LayerGradCam
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=1000).eval().requires_grad_(False)
-    # laid out as the server's CPU replica is (memory_format "auto"): the same work
-    served_layout = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    result: dict = {"per_image": {}, "per_image_contiguous": {}}
+    served_layout = Replica(loaded, torch.device("cpu")).module  # the same work as the server
+    contiguous = loaded.module
+    result: dict = {"layout": str(loaded.memory_format(torch.device("cpu"))),
+                    "per_image": {}, "per_image_contiguous": {}}
     for batch in sorted(set(batch_sizes)):
         inputs = torch.randn(batch, 3, SIZE, SIZE)
         result["per_image"][batch] = timed(
             lambda: _forward_backward(served_layout, inputs), repeats) / batch
         result["per_image_contiguous"][batch] = timed(
-            lambda: _forward_backward(model, inputs), repeats) / batch
+            lambda: _forward_backward(contiguous, inputs), repeats) / batch
     reference = torchvision.models.resnet18(num_classes=1000).eval()  # as a user would load it
-    reference.load_state_dict(model.state_dict())
+    reference.load_state_dict(loaded.module.state_dict())
     image = torch.randn(1, 3, SIZE, SIZE)
     captum = LayerGradCam(reference, reference.layer4)
     result["captum_per_image"] = timed(lambda: captum.attribute(image, target=0), repeats)
@@ -212,16 +221,24 @@ def _forward_backward(model: torch.nn.Module, inputs: torch.Tensor) -> None:
     torch.autograd.grad(logits[:, 0].sum(), captured["a"])
 
 
-def measure(quick: bool) -> dict:
-    seconds = 8.0 if quick else 30.0
-    repeats = 3 if quick else 10
-    results: dict = {"settings": {"seconds_per_scenario": seconds, "input": f"3x{SIZE}x{SIZE}",
-                                  "torch_threads": torch.get_num_threads(),
-                                  "cpu": os.cpu_count()}}
+def settings_for(quick: bool) -> dict:
+    return {"seconds_per_scenario": 8.0 if quick else 30.0, "floor_repeats": 3 if quick else 10,
+            "model": "torchvision resnet18, random weights (seed 0), 1,000 classes",
+            "input": f"3x{SIZE}x{SIZE} float32 tensor", "method": "gradcam", "batching": BATCHING,
+            "clients": {"latency": 1, "saturation": 16, "overload": 256},
+            "fairness_occlusion": {"window": 32, "stride": 2},
+            "memory": {"requests": 3000 if quick else 10_000, "first": 300 if quick else 1_000,
+                       "input": "3x64x64", "clients": 16, "methods": list(MIXED_METHODS)},
+            "workers": "one CPU worker", "torch_threads": torch.get_num_threads()}
+
+
+def measure(settings: dict) -> dict:
+    seconds, repeats = settings["seconds_per_scenario"], settings["floor_repeats"]
+    results: dict = {}
     requests = gradcam_requests(32, SIZE)
     with tempfile.TemporaryDirectory() as scratch:
-        repository = write_repository(Path(scratch), SIZE, max_batch_size=16,
-                                      max_queue_delay_ms=2.0, max_queue_size=64)
+        repository = write_repository(Path(scratch), SIZE, **BATCHING)
+        loaded = load_model(load_model_repository(repository)[0])  # the floors' weights
         server = ServerProcess(repository)
         try:
             asyncio.run(drive(server.address, requests, 1, 3.0))  # warm-up
@@ -239,13 +256,13 @@ def measure(quick: bool) -> dict:
             results["overload_256_clients"]["mean_batch"] = batch_stats(overload_before, server.metrics())
         finally:
             server.stop()
-        results["memory"] = memory_scenario(Path(scratch), quick)
+        results["memory"] = memory_scenario(Path(scratch), settings["memory"])
     formed = max(1, round(results["served_16_clients"]["mean_batch"]))
     # Measure the floor as the server runs its passes: on a thread other than the one that
     # first ran torch (libgomp spins differently with one OpenMP team than with two).
     torch.ones(256, 256) @ torch.ones(256, 256)
     with ThreadPoolExecutor(1) as worker:
-        results["floor"] = worker.submit(floors, [1, formed], repeats).result()
+        results["floor"] = worker.submit(floors, loaded, [1, formed], repeats).result()
     return summarise(results, formed)
 
 
@@ -269,21 +286,19 @@ async def _consume(call) -> None:
         pass
 
 
-def memory_scenario(root: Path, quick: bool) -> dict:
+def memory_scenario(root: Path, settings: dict) -> dict:
     """RSS after 10,000 mixed requests against RSS after the first 1,000 (64x64 inputs, so the
     10,000 finish in minutes on a CPU)."""
-    total, first = (3000, 300) if quick else (10_000, 1_000)
+    total, first = settings["requests"], settings["first"]
     repository = write_repository(root, 64, max_batch_size=16)
-    mixed = []
-    for method, params in (("gradcam", {}), ("saliency", {}), ("gradcam_plus_plus", {}),
-                           ("input_x_gradient", {}), ("gradcam_counterfactual", {})):
-        for request in gradcam_requests(4, 64, method=method, **params):
-            mixed.append(request)
+    mixed = [request for method in settings["methods"]
+             for request in gradcam_requests(4, 64, method=method)]
     server = ServerProcess(repository)
     try:
-        asyncio.run(drive(server.address, mixed, 16, 3600, max_requests=first))
+        asyncio.run(drive(server.address, mixed, settings["clients"], 3600, max_requests=first))
         rss_first = server.rss_bytes()
-        asyncio.run(drive(server.address, mixed, 16, 3600, max_requests=total - first))
+        asyncio.run(drive(server.address, mixed, settings["clients"], 3600,
+                          max_requests=total - first))
         rss_total = server.rss_bytes()
     finally:
         server.stop()
@@ -295,6 +310,7 @@ def summarise(results: dict, formed: int) -> dict:
     floor = results["floor"]
     per_image_1, per_image_b = floor["per_image"][1], floor["per_image"][formed]
     served1, served16 = results["served_1_client"], results["served_16_clients"]
+    results["formed_batch"] = formed
     results["ratios"] = {
         "1_saturation": served16["throughput"] / (1 / per_image_b),
         "2_batching_gain_realised": (served16["throughput"] / served1["throughput"])
@@ -314,14 +330,13 @@ def summarise(results: dict, formed: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter scenarios")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    add_out_argument(parser, NAME)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    results = measure(args.quick)
-    text = json.dumps(results, indent=2, default=float)
-    if args.out:
-        args.out.write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    settings = settings_for(args.quick)
+    results = measure(settings)
+    sys.stdout.write(json.dumps(results, indent=2, default=float) + "\n")
+    write_result(NAME, {**settings, "quick": args.quick}, results, args.out)
     return 0
 
 

@@ -1,22 +1,24 @@
-"""Issue 5's table: time per Maximize step on torchvision resnet18 (random weights) at 224x224,
-next to one forward+backward pass and to lucent's `render_vis`, all measured in this run:
+"""Time per Maximize step on torchvision resnet18 (random weights) at 224x224, next to one
+forward+backward pass and to lucent's `render_vis`, all measured in this run. One command writes
+docs/results/maximize.json:
 
-    python benchmarks/maximize.py [--quick] [--write docs/benchmarks.md]
+    python benchmarks/maximize.py [--quick] [--out FILE.json]
 
 Rows:
-- forward+backward: one input-gradient pass of the bare model, batch 1 (the floor).
-- ascent kernel: one step of our kernel called in-process (transform, objective, priors, Adam).
+- forward+backward: one input-gradient pass, batch 1 (the floor), on a replica laid out as the
+  server's CPU replicas are (workers.pool.Replica, memory_format "auto").
+- ascent kernel: one step of our kernel called in-process on that replica (transform,
+  objective, priors, Adam), with and without the redirected-ReLU backward.
 - Maximize RPC: a real server (BackgroundServer, loopback gRPC, the batcher), wall time of a
   whole call divided by its steps, after a warm-up call.
 - lucent render_vis: torch-lucent 0.1.8 (a benchmark-only dependency) with its defaults
-  (decorrelated Fourier image, standard transforms, Adam 0.05), wall time / steps.
+  (decorrelated Fourier image, standard transforms, Adam 0.05), wall time / steps, on the
+  same weights as a user holds them (contiguous).
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -34,12 +36,16 @@ from explainserve.config import ServerConfig, load_model_repository
 from explainserve.methods.maximize.plan import AscentPlan, pack
 from explainserve.methods.maximize.step import ascent_kernel
 from explainserve.methods.maximize.objectives import CLASS_PARAMS
+from explainserve.models.registry import load_model
+from explainserve.workers.pool import Replica
 from explainserve_client import Client
 from safetensors.torch import save_file
 
+from results import add_out_argument, write_result  # benchmarks/ is on the path
+
+NAME = "maximize"
 SIZE = 224
 CLASS = 3
-SECTION = "## Maximize (issue 5)"
 PLAN_FIELDS = {f.name for f in fields(AscentPlan)}
 Sampler = Callable[[], float]  # one measurement: seconds per step (per image)
 LUCENT_LIKE = {"parameterization": "fourier", "jitter": 8, "scale": 0.05, "rotate": 10.0}
@@ -55,17 +61,6 @@ def repository(root: Path):
     return load_model_repository(root / "models.toml")
 
 
-class Handle:
-    """What a kernel sees of a replica (methods.base.ModelHandle), for in-process timing."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        self.module, self.device = module, torch.device("cpu")
-        self._layers = dict(module.named_modules())
-
-    def layer(self, name: str) -> torch.nn.Module:
-        return self._layers[name]
-
-
 def forward_backward(model: torch.nn.Module) -> Sampler:
     image = torch.randn(1, 3, SIZE, SIZE)
 
@@ -77,8 +72,7 @@ def forward_backward(model: torch.nn.Module) -> Sampler:
     return once
 
 
-def kernel_step(model: torch.nn.Module, **settings) -> Sampler:
-    handle = Handle(model)
+def kernel_step(handle: Replica, **settings) -> Sampler:
     defaults = {spec.name: spec.default for spec in CLASS_PARAMS if spec.name in PLAN_FIELDS}
     plan = AscentPlan(objective="class", layer="", image_shape=(3, SIZE, SIZE),
                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
@@ -134,20 +128,22 @@ def lucent_steps(model: torch.nn.Module, steps: int) -> Sampler | str:
     return once
 
 
-def measure(quick: bool) -> list[tuple[str, float | str]]:
+def measure(steps: int, rounds: int) -> tuple[list[dict], str]:
     """Every sampler once per round, rounds interleaved, median per row: a busy machine's load
     then falls on all rows alike instead of on whichever ran during a burst."""
-    steps, rounds = (2, 2) if quick else (8, 7)
     with tempfile.TemporaryDirectory() as root:
-        config = ServerConfig(port=0, metrics_port=None, device="cpu",
-                              models=repository(Path(root)))
+        configs = repository(Path(root))
+        loaded = load_model(configs[0])
+        replica = Replica(loaded, torch.device("cpu"))  # the server's layout
+        config = ServerConfig(port=0, metrics_port=None, device="cpu", models=configs)
         with BackgroundServer(config) as server, Client(server.address, timeout=3600) as client:
-            module = torchvision.models.resnet18(num_classes=1000).eval().requires_grad_(False)
             samplers: list[tuple[str, Sampler | str]] = [
-                ("forward+backward, batch 1", forward_backward(module)),
-                ("ascent kernel in-process, pixels (defaults), 1 image", kernel_step(module)),
+                ("forward+backward, batch 1", forward_backward(replica.module)),
+                ("ascent kernel in-process, pixels (defaults), 1 image", kernel_step(replica)),
+                ("ascent kernel in-process, pixels, redirect_relu off, 1 image",
+                 kernel_step(replica, redirect_relu=False)),
                 ("ascent kernel in-process, lucent-like settings, 1 image",
-                 kernel_step(module, **LUCENT_LIKE)),
+                 kernel_step(replica, **LUCENT_LIKE)),
                 ("Maximize RPC, pixels (defaults), 1 image", rpc_steps(client, steps, 1, [CLASS])),
                 ("Maximize RPC, lucent-like settings, 1 image",
                  rpc_steps(client, steps, 1, [CLASS], **LUCENT_LIKE)),
@@ -155,7 +151,7 @@ def measure(quick: bool) -> list[tuple[str, float | str]]:
                  rpc_steps(client, steps, 1, [0, 1, 2, CLASS])),
                 ("Maximize RPC, 4 concurrent requests (one batch), per image",
                  rpc_steps(client, steps, 4, [CLASS])),
-                ("lucent render_vis (its defaults), 1 image", lucent_steps(module, steps)),
+                ("lucent render_vis (its defaults), 1 image", lucent_steps(loaded.module, steps)),
             ]
             for _, sampler in samplers:  # warm-up
                 if callable(sampler):
@@ -165,65 +161,36 @@ def measure(quick: bool) -> list[tuple[str, float | str]]:
                 for name, sampler in samplers:
                     if callable(sampler):
                         samples[name].append(sampler())
-    return [(name, statistics.median(samples[name]) if callable(sampler) else sampler)
+    rows = [{"what": name, "seconds_per_step": statistics.median(samples[name]),
+             "samples": samples[name]} if callable(sampler)
+            else {"what": name, "seconds_per_step": None, "note": sampler}
             for name, sampler in samplers]
-
-
-def table(rows: list[tuple[str, float | str]], quick: bool) -> str:
-    floor = rows[0][1]
-    lines = [f"{SECTION}\n",
-             f"Time per optimisation step, torchvision resnet18 (random weights), {SIZE}x{SIZE}, "
-             f"CPU ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()}), "
-             f"torch {torch.__version__}{', --quick' if quick else ''}. Measured with "
-             "`python benchmarks/maximize.py`, medians of interleaved rounds; ratios are to "
-             "forward+backward in the same run.\n",
-             "| what | ms per step | x forward+backward |", "|---|---:|---:|"]
-    for name, value in rows:
-        if isinstance(value, str):
-            lines.append(f"| {name} | {value} | |")
-        else:
-            lines.append(f"| {name} | {value * 1000:.1f} | {value / floor:.2f} |")
-    return "\n".join(lines) + "\n" + NOTES
-
-
-NOTES = """
-- The kernel rows are one step as the worker runs it: random transformation, objective, priors,
-  the redirected-ReLU backward, Adam and clipping. The RPC rows add the batcher (up to
-  `max_queue_delay_ms` = 2 ms per step), gRPC on loopback and copying the row state (image and
-  Adam moments) to the device and back at every step.
-- "4 images in one request": the batcher cuts a job into chunks of at most `max_chunk_ms`
-  (50 ms) of device time, so at ~100 ms per row on this CPU a request's images take turns
-  one row per pass. Concurrent requests each put a row into the same pass, which is where
-  batching pays (last RPC row). On a GPU a row costs far less than 50 ms and a request's
-  images share passes too.
-- lucent's `render_vis` applies its standard transforms (pad 12, jitter, scale, rotate), so
-  its model input is about 236 px; "lucent-like settings" are ours with the Fourier
-  parameterisation, jitter 8, scale 0.05 and rotation 10 degrees.
-- Measured on the shared 2-core development machine, which other engineers were loading at
-  the same time: compare rows within one run, not across runs.
-"""
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section (up to the next '## '), or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    return rows, str(loaded.memory_format(torch.device("cpu")))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 steps per call, 2 rounds")
-    parser.add_argument("--write", type=Path, help="update this markdown file's section")
+    add_out_argument(parser, NAME)
     args = parser.parse_args(argv)
-    section = table(measure(args.quick), args.quick)
-    sys.stdout.write(section)
-    if args.write:
-        write_section(args.write, section)
+    steps, rounds = (2, 2) if args.quick else (8, 7)
+    rows, layout = measure(steps, rounds)
+    for row in rows:
+        value = row["seconds_per_step"]
+        print(f"{row['what']:62s} {value * 1000 if value is not None else float('nan'):8.1f} ms"
+              f"{'  ' + row['note'] if value is None else ''}")
+    try:
+        from importlib.metadata import version
+        lucent = version("torch-lucent")
+    except Exception:  # noqa: BLE001 - not installed
+        lucent = None
+    settings = {"quick": args.quick, "model": "torchvision resnet18, random weights (seed 0)",
+                "size": SIZE, "objective": "class", "class": CLASS, "steps_per_call": steps,
+                "rounds": rounds, "statistic": "median of interleaved rounds, after a warm-up",
+                "lucent_like": LUCENT_LIKE, "torch_lucent": lucent,
+                "threads": torch.get_num_threads(),
+                "layout": layout}
+    write_result(NAME, settings, {"rows": rows}, args.out)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""Issue 3's quality table: how well each map method localises on the demo model. One command:
+"""How well each map method localises on the demo model. One command writes
+docs/results/quality.json:
 
-    python benchmarks/quality.py [--quick] [--out docs/quality.json]
+    python benchmarks/quality.py [--quick] [--out FILE.json]
 
 Pointing game (Zhang et al. 2016, strict form): on freshly generated single-object shape images,
 a hit is a heatmap maximum inside the object's mask; the map explains the object's true class.
@@ -10,17 +11,16 @@ A" when its maximum over A's mask exceeds its maximum over B's mask; each image 
 favour A for reasons other than the class (A is simply the more salient object), the table also
 gives the correlation between the maps for A and for B of the same image: a class-blind method
 draws nearly the same map for both. The images come
-from seeds the demo model was not trained or evaluated on (train_demo.py uses 0, 12345, 12346).
+from seeds the demo model was not trained or evaluated on (explainserve.models.demo.training
+uses 0, 12345 and 12346).
 Everything goes through a real server and the client, as a user would see it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from explainserve.app import BackgroundServer
@@ -29,6 +29,9 @@ from explainserve.models.demo import shapes
 from explainserve.models.demo.repository import demo_model_config
 from explainserve_client import Client
 
+from results import add_out_argument, write_result  # benchmarks/ is on the path
+
+NAME = "quality"
 SINGLE_SEED, PAIR_SEED = 2024, 2025
 # (row label, method, parameters)
 METHODS: tuple[tuple[str, str, dict], ...] = (
@@ -116,34 +119,24 @@ def measure(count: int) -> dict:
                   f"(empty {row['empty_maps']:.2f})  "
                   f"A over B {row['a_over_b']:.3f} (ties {row['ties']:.2f})  "
                   f"corr(A, B) {row['map_correlation']:.2f}  ({row['seconds']:.1f} s)", flush=True)
+    # the share of the image an object covers: what a map peaking at a random pixel would score
+    coverage = float(np.mean([sample.masks[0].mean() for sample in singles]))
     return {"images": count, "single_seed": SINGLE_SEED, "pair_seed": PAIR_SEED,
-            "demo_accuracy": accuracy, "rows": rows}
-
-
-def markdown(result: dict) -> str:
-    lines = [f"{result['images']} single-object images (seed {result['single_seed']}) and "
-             f"{result['images']} two-object images (seed {result['pair_seed']}); the demo "
-             f"model's top-1 accuracy on the single-object ones: {result['demo_accuracy']:.3f}.",
-             "", "| method | parameters | pointing game | all-zero maps | map for A peaks on A, "
-             "not B | ties | correlation of the maps for A and B |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for row in result["rows"]:
-        params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "defaults"
-        lines.append(f"| {row['label']} | {params} | {row['pointing_game']:.3f} | "
-                     f"{row['empty_maps']:.3f} | {row['a_over_b']:.3f} | {row['ties']:.3f} | "
-                     f"{row['map_correlation']:.2f} |")
-    return "\n".join(lines)
+            "demo_accuracy": accuracy, "mean_object_fraction": coverage, "rows": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50 images of each kind, not 300")
-    parser.add_argument("--out", type=Path, help="write the raw numbers as JSON here")
+    add_out_argument(parser, NAME)
     args = parser.parse_args()
-    result = measure(50 if args.quick else 300)
-    print(markdown(result))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    count = 50 if args.quick else 300
+    result = measure(count)
+    settings = {"quick": args.quick, "model": "demo", "images": count,
+                "single_seed": SINGLE_SEED, "pair_seed": PAIR_SEED, "concurrent_requests": 8,
+                "methods": [{"label": label, "method": method, "params": params}
+                            for label, method, params in METHODS]}
+    write_result(NAME, settings, result, args.out)
 
 
 if __name__ == "__main__":

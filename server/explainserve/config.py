@@ -41,8 +41,9 @@ class ModelConfig:
     default_layer: str | None = None
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     # How convolution weights and activations are laid out on the device. "auto": channels
-    # last (NHWC) on a CPU, where oneDNN's convolutions run 12-22% faster that way
-    # (docs/benchmarks.md), if the model's forward accepts it; the model's own layout elsewhere.
+    # last (NHWC) on a CPU, where oneDNN's convolutions run faster that way at batch sizes
+    # above 1 (measured in docs/benchmarks.md), if the model's forward accepts it; the model's
+    # own layout elsewhere.
     memory_format: str = "auto"  # auto | channels_last | contiguous
 
 

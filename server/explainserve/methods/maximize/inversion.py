@@ -22,7 +22,8 @@ from explainserve.methods.maximize.registry import Unit, register_objective
 # the exact match the loss asks for impossible. The loss has local minima where ReLU units the
 # code needs stay dead and max-pools pick other pixels; on the demo model, redirecting the
 # gradient at every dead unit for the first quarter of the steps and keeping the best of four
-# seeded starts take the relative code error from 0.09-0.15 to 0.07-0.10 (docs/maximize.md).
+# seeded starts lower the relative code error (measured by benchmarks/inversion.py, in
+# docs/maximize.md).
 INVERSION_PARAMS = ascent_params(learning_rate=0.02, tv=0.01, redirect_steps=256, restarts=4)
 
 

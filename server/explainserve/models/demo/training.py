@@ -4,7 +4,8 @@
     PYTHONPATH=server python -m explainserve.models.demo.training --out ... --evaluate
 
 Data, batch order, augmentation and initialisation are all seeded, and torch uses two CPU
-threads, so a rerun repeats the committed training run. Times and accuracy: docs/demo_model.md.
+threads, so a rerun repeats the committed training run. The script logs its time; accuracy
+is measured by benchmarks/demo_model.py (docs/demo_model.md).
 """
 from __future__ import annotations
 
