@@ -64,6 +64,14 @@ class LimitsConfig:
     max_maximize_size: int = 512
     max_maximize_frames: int = 256  # frames per image (steps / frame_every): the frame rate
     max_embed_items: int = 100_000
+    # Bytes an Embed stream keeps until its summary: its vectors and its top-k crops. 256 MiB
+    # holds max_embed_items pooled 512-d vectors (100,000 x 2 KiB) with room for crops, but
+    # only ~2,600 unpooled resnet layer4 maps (100 KiB each). The summary briefly needs up to
+    # ~5x what is kept (a stacked copy; float64 and normalised copies for cosine neighbours),
+    # so a full stream peaks near 1.3 GiB. Beyond the bound the stream ends RESOURCE_EXHAUSTED.
+    max_embed_stream_bytes: int = 256 * 1024 * 1024
+    # The same bytes over all open Embed streams of one server: four full streams at once.
+    max_embed_server_bytes: int = 1024 * 1024 * 1024
     chunk_bytes: int = 3 * 1024 * 1024
 
 

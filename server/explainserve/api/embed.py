@@ -4,6 +4,7 @@ Decoding validates the wire values; encoding splits big vectors and summaries in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -15,7 +16,7 @@ from explainserve.api.inputs import deadline_of, decode_input
 from explainserve.engine.embed import MAX_NEIGHBOURS, MAX_TOP_K, MAX_UNITS, EmbedSession
 from explainserve.engine.embed_top import Hit
 from explainserve.engine.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
-from explainserve.errors import InvalidArgument
+from explainserve.errors import InvalidArgument, echo
 
 _POOLING = wire_names.names_by_value(wire_names.POOLINGS, unspecified=wire_names.POOLING_DEFAULT)
 _PROJECTION = wire_names.names_by_value(wire_names.PROJECTIONS,
@@ -89,13 +90,16 @@ async def serve_embed(engine, requests: AsyncIterator[pb.EmbedRequest],
     session = EmbedSession(engine, decode_config(first.config), deadline_of(time_remaining))
     await session.prepare()
     chunk_bytes = engine.limits.chunk_bytes
-    async for result in session.run(decode_events(iterator)):
-        if isinstance(result, VectorResult):
-            encoded = encode_vector(result, chunk_bytes)
-        else:  # the summary's patches are PNG-encoded, which is too slow for the event loop
-            encoded = await asyncio.to_thread(lambda: list(encode_summary(result, chunk_bytes)))
-        for response in encoded:
-            yield response
+    # Closed as soon as this call ends (a cancelled call included), not when the garbage
+    # collector gets to it: closing gives the stream's bytes back to the server's budget.
+    async with contextlib.aclosing(session.run(decode_events(iterator))) as results:
+        async for result in results:
+            if isinstance(result, VectorResult):
+                encoded = encode_vector(result, chunk_bytes)
+            else:  # the summary's patches are PNG-encoded, too slow for the event loop
+                encoded = await asyncio.to_thread(lambda: list(encode_summary(result, chunk_bytes)))
+            for response in encoded:
+                yield response
 
 
 def encode_vector(result: VectorResult, chunk_bytes: int) -> Iterator[pb.EmbedResponse]:
@@ -105,7 +109,7 @@ def encode_vector(result: VectorResult, chunk_bytes: int) -> Iterator[pb.EmbedRe
     if result.error is not None:
         code = grpc.StatusCode[result.error.status].value[0]
         head.error.CopyFrom(pb.ItemError(code=code, message=f"item {result.index} (id "
-                                         f"{result.id!r}): {result.error.message}"))
+                                         f"{echo(result.id)}): {result.error.message}"))
     if result.vector is None or result.error is not None:
         yield pb.EmbedResponse(vector=head)
         return

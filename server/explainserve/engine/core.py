@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from explainserve.config import LimitsConfig
+from explainserve.engine.embed_types import StreamBytesBudget
 from explainserve.errors import InvalidArgument
 from explainserve.methods.base import Kernel, Rows
 from explainserve.models import preprocess
@@ -43,6 +44,8 @@ class Engine:
         self.registry = registry
         self.batcher = batcher
         self.limits = limits
+        # What all open Embed streams of this server may keep together, until their summaries.
+        self.embed_budget = StreamBytesBudget(limits.max_embed_server_bytes)
 
     def context(self, model: LoadedModel, deadline: float | None,
                 extra_layers: tuple[str, ...] = ()) -> BatchedContext:

@@ -3,7 +3,10 @@ of this stream and of others coalesce into device-sized batches; results come ba
 order; the set results are computed when the client finishes.
 
 Memory grows with the vectors kept, never with the images: an image lives only while its item
-is in flight (at most `window` of them), and a unit's top-k keeps cropped patches only.
+is in flight (at most `window` of them), and a unit's top-k keeps cropped patches only. What is
+kept is bounded per stream (max_embed_stream_bytes) and over all open streams
+(max_embed_server_bytes); an item that would go over either ends the stream, as too many items
+do, because the set results the client asked for can no longer be computed.
 A bad item (undecodable bytes, wrong tensor shape) fails alone with an error in its result;
 trouble of the server's own (queue full for too long, deadline, shutdown) ends the stream.
 """
@@ -21,7 +24,8 @@ import torch
 from torch import Tensor
 
 from explainserve.engine.embed_top import Hit, TopK
-from explainserve.engine.embed_types import EmbedInput, EmbedSpec, Finish, SetSummary, VectorResult
+from explainserve.engine.embed_types import (EmbedInput, EmbedSpec, Finish, SetSummary,
+                                             VectorResult)
 from explainserve.errors import FailedPrecondition, InvalidArgument, OutOfRange, ResourceExhausted
 from explainserve.methods.base import Kernel, TensorRows
 from explainserve.methods.embed import receptive_field
@@ -36,6 +40,8 @@ MAX_UNITS = 64
 MAX_TOP_K = 100
 MAX_NEIGHBOURS = 100
 QUEUE_FULL_WAIT_S = 60.0
+# Other streams free the server's budget only when they end, seconds to minutes away.
+SERVER_BUDGET_RETRY_MS = 5000
 
 
 @dataclass
@@ -45,6 +51,10 @@ class _Computed:
     image: Tensor | None = None
     outputs: dict[str, Tensor] | None = None
     error: InvalidArgument | None = None
+
+
+def _patch_bytes(hit: Hit) -> int:
+    return hit.patch.nbytes
 
 
 class EmbedSession:
@@ -63,10 +73,13 @@ class EmbedSession:
         self._window = max(1, min(2 * batching.max_batch_size, batching.max_queue_size // 2))
         self._kernel: Kernel | None = None
         self._fields: list[receptive_field.ReceptiveField] = []
-        self._tops = [TopK(spec.top_k) for _ in spec.units]
+        self._tops = [TopK(spec.top_k, size_of=_patch_bytes) for _ in spec.units]
         self._vectors: list[Tensor] = []
         self._indices: list[int] = []
         self._received = 0
+        self._budget = engine.embed_budget
+        self._vector_bytes = 0
+        self._held_bytes = 0  # vectors and crops, all of it reserved from the server's budget
 
     def _resolve_layer(self, requested: str) -> str:
         if requested:
@@ -127,6 +140,8 @@ class EmbedSession:
                 else:
                     pending.append(asyncio.ensure_future(self._compute(self._admit(), event)))
         finally:
+            self._budget.release(self._held_bytes)
+            self._held_bytes = 0
             for task in (reader, *pending):
                 if task is not None and not task.done():
                     task.cancel()
@@ -173,14 +188,35 @@ class EmbedSession:
         vector = outputs["vector"][0].clone()
         self._vectors.append(vector)
         self._indices.append(item.index)
+        self._vector_bytes += vector.nelement() * vector.element_size()
         config = self._model.config
         for unit, (top, rf) in enumerate(zip(self._tops, self._fields)):
             y, x = int(outputs[f"unit{unit}_y"][0]), int(outputs[f"unit{unit}_x"][0])
             top.offer(float(outputs[f"unit{unit}_value"][0]), item.index, lambda: Hit(
                 item.index, item.id, float(outputs[f"unit{unit}_value"][0]), y, x, rf.box(y, x),
                 receptive_field.crop_patch(item.image, rf.box(y, x), config.mean, config.std)))
+        self._hold(self._vector_bytes + sum(top.bytes_held for top in self._tops), item.index)
         return VectorResult(item.index, item.id, vector if self._spec.return_vectors else None,
                             int(outputs["predicted"][0]))
+
+    def _hold(self, total: int, index: int) -> None:
+        """Account for keeping `total` bytes now that item `index` is kept; over either bound
+        the stream ends (its state is dropped with it, so nothing is rolled back)."""
+        limits = self._engine.limits
+        if total > limits.max_embed_stream_bytes:
+            raise ResourceExhausted(
+                f"an Embed stream keeps at most max_embed_stream_bytes = "
+                f"{limits.max_embed_stream_bytes} bytes of vectors and top-k patches; item "
+                f"{index} would make it {total} bytes (pool the vectors, embed at a smaller "
+                "layer, ask for fewer top units, or split the set)")
+        extra = total - self._held_bytes
+        if not self._budget.reserve(extra):
+            raise ResourceExhausted(
+                f"the open Embed streams together keep at most max_embed_server_bytes = "
+                f"{self._budget.capacity} bytes and hold {self._budget.held}; item {index} needs "
+                f"{extra} more (retry when other streams have finished)",
+                retry_after_ms=SERVER_BUDGET_RETRY_MS)
+        self._held_bytes = total
 
     def summary(self) -> SetSummary:
         """The set results for every item that succeeded so far (runs off the event loop)."""

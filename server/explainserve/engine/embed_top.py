@@ -28,18 +28,24 @@ class TopK:
     """A min-heap of the k best (activation, earlier item first) seen so far. The hit, and so
     the crop, is only made for an item that enters the heap."""
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, size_of: Callable[[Hit], int] = lambda hit: 0) -> None:
         self._k = k
         self._heap: list[tuple[float, int, Hit]] = []
+        self._size_of = size_of
+        self.bytes_held = 0  # sum of size_of over the heap: it counts against the stream's bound
 
     def offer(self, activation: float, index: int, make_hit: Callable[[], Hit]) -> None:
         if math.isnan(activation) or self._k <= 0:
             return
         key = (activation, -index)  # on equal activations the earlier item ranks higher
         if len(self._heap) < self._k:
-            heapq.heappush(self._heap, (*key, make_hit()))
+            hit = make_hit()
+            heapq.heappush(self._heap, (*key, hit))
+            self.bytes_held += self._size_of(hit)
         elif key > self._heap[0][:2]:
-            heapq.heapreplace(self._heap, (*key, make_hit()))
+            hit = make_hit()
+            dropped = heapq.heapreplace(self._heap, (*key, hit))[2]
+            self.bytes_held += self._size_of(hit) - self._size_of(dropped)
 
     def hits(self) -> list[Hit]:
         """Highest activation first."""

@@ -1,7 +1,9 @@
-"""The plain values an Embed stream passes between the api layer and the session."""
+"""The plain values an Embed stream passes between the api layer and the session, and the
+byte budget that all open streams of one server share."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -56,3 +58,29 @@ class SetSummary:
     neighbour_indices: Tensor | None  # int64 [N, k] of item indices
     neighbour_distances: Tensor | None
     top_patches: list[tuple[tuple[str, int], list[Hit]]] = field(default_factory=list)
+
+
+class StreamBytesBudget:
+    """The bytes all open Embed streams of one server may keep together. A stream reserves
+    what each item adds as it keeps it (ending when refused) and gives everything back when it
+    ends, however it ends."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.held = 0
+        # Streams account on the event loop; the lock keeps the sum right should a caller
+        # ever account from a worker thread.
+        self._lock = threading.Lock()
+
+    def reserve(self, amount: int) -> bool:
+        """Take `amount` more bytes (a negative amount gives some back); False, taking
+        nothing, when that would go over the capacity."""
+        with self._lock:
+            if amount > 0 and self.held + amount > self.capacity:
+                return False
+            self.held += amount
+            return True
+
+    def release(self, amount: int) -> None:
+        with self._lock:
+            self.held -= amount
