@@ -74,22 +74,34 @@ def server(model_repository) -> Iterator[BackgroundServer]:
         yield background
 
 
-@pytest.fixture
-def client(server) -> Iterator[Client]:
-    with Client(server.address, timeout=120) as connection:
-        yield connection
-
-
 @pytest.fixture(scope="session")
 def demo_server() -> Iterator[BackgroundServer]:
+    """One shared server with the built-in demo model (trained weights, 64x64, 8 shapes)."""
     from explainserve.models.demo.repository import demo_model_config
     with running_server((demo_model_config(),)) as background:
         yield background
 
 
+def _connected(background: BackgroundServer) -> Iterator[Client]:
+    with Client(background.address, timeout=120) as connection:
+        yield connection
+
+
+@pytest.fixture
+def client(server) -> Iterator[Client]:
+    yield from _connected(server)
+
+
 @pytest.fixture
 def demo_client(demo_server) -> Iterator[Client]:
-    with Client(demo_server.address, timeout=120) as connection:
-        yield connection
+    yield from _connected(demo_server)
+
+
+@pytest.fixture(scope="session")
+def star_png() -> bytes:
+    """A 64x64 star from the demo model's own data generator, as PNG bytes."""
+    from explainserve.models.demo.shapes import draw_shape
+    from explainserve_client.render import image_png
+    return image_png(draw_shape("star", seed=3))
 
 

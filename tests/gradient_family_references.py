@@ -11,14 +11,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pytest
 import torch
 from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, InputXGradient,
                          LayerGradCam, NoiseTunnel, Saliency)
-from method_references import reference_module
-from prometheus_client import REGISTRY
 from pytorch_grad_cam import GradCAMPlusPlus
-from support import relative_l2
+from support import batch_stats, random_input, relative_l2
 from torch import nn
 
 GRADIENT_METHODS = ("saliency", "input_x_gradient", "smoothgrad", "deconvnet", "guided_backprop")
@@ -33,10 +30,6 @@ CAPTUM_GRADIENTS = {"saliency": Saliency, "input_x_gradient": InputXGradient,
 # that eps (alpha(A/s, s g) -> alpha(A, g) and w(A/s, s g) = s w(A, g) as s grows), so feeding
 # its own formula A/s and s*g with a large s cancels the eps and leaves sum_k w_k A^k unchanged.
 GRADCAM_PLUS_PLUS_SCALE = 1e6
-
-
-def random_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
 
 def layer_of(module: nn.Module, name: str) -> nn.Module:
@@ -160,13 +153,6 @@ def expected_heatmap(attribution: torch.Tensor, size: tuple[int, int],
     return heatmap / heatmap.max() if heatmap.max() > 0 else heatmap
 
 
-def batch_stats(model: str) -> tuple[float, float]:
-    """(number of batches, rows in them) the server has run for `model` so far."""
-    count = REGISTRY.get_sample_value("explainserve_batch_size_count", {"model": model}) or 0.0
-    rows = REGISTRY.get_sample_value("explainserve_batch_size_sum", {"model": model}) or 0.0
-    return count, rows
-
-
 @contextlib.contextmanager
 def batches_of(background, model: str, rows: int) -> Iterator[None]:
     """Make every pass for `model` exactly `rows` rows: the queue waits until that many rows
@@ -216,35 +202,6 @@ CASES = {
 IMAGE_SHAPE = (3, 64, 64)
 
 
-@pytest.fixture(scope="session")
-def reference_modules(models_by_name):
-    """The served models rebuilt independently (same weights), one each, on first use. Their
-    ReLUs are made out-of-place (the same function): Captum's backward hooks then need no
-    support for in-place modules, which the served models' resnet and vgg ReLUs are."""
-    cache: dict[str, nn.Module] = {}
-
-    def get(name: str) -> nn.Module:
-        if name not in cache:
-            from explainserve.models.demo.repository import demo_model_config
-            module = reference_module(demo_model_config() if name == "demo" else models_by_name[name])
-            for submodule in module.modules():
-                if isinstance(submodule, nn.ReLU):
-                    submodule.inplace = False
-            cache[name] = module
-        return cache[name]
-    return get
-
-
-@pytest.fixture
-def serving(request):
-    """(background server, client) for a model: the shared server, or the demo server."""
-    def get(model: str):
-        if model == "demo":
-            return request.getfixturevalue("demo_server"), request.getfixturevalue("demo_client")
-        return request.getfixturevalue("server"), request.getfixturevalue("client")
-    return get
-
-
 def check_alone_and_in_a_batch_of_8(serving, reference_modules, model: str, method: str, **params):
     """Image 0 alone, then 8 images with 8 targets as 8 concurrent requests that the server runs
     as batches of exactly 8 rows: every attribution and heatmap matches the reference to
@@ -260,7 +217,7 @@ def check_alone_and_in_a_batch_of_8(serving, reference_modules, model: str, meth
     float32 computation; so alone is compared with alone and a batch of 8 with a batch of 8."""
     background, client = serving(model)
     case = CASES[model]
-    images = [random_image(IMAGE_SHAPE, seed) for seed in range(len(case.targets))]
+    images = [random_input(IMAGE_SHAPE, seed) for seed in range(len(case.targets))]
     layer = case.layer if method in LAYER_METHODS else None
     with batches_of(background, model, 1):
         (alone,) = client.explain(images[0], model=model, method=method,

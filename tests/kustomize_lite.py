@@ -3,7 +3,7 @@
 resources (files and folders), configMapGenerator (files, with kustomize's content-hash name
 suffix and the references to it renamed), patches (strategic merge, or JSON 6902 with a
 target), images and namespace. Anything else raises, so a new feature in deploy/ cannot be
-silently ignored. tests/test_deploy.py compares the result with `kubectl kustomize` where
+silently ignored. tests/deploy/test_deploy.py compares the result with `kubectl kustomize` where
 that binary exists.
 """
 

@@ -1,5 +1,5 @@
-"""Helpers for the operations tests: free ports, a server in its own process, certificates
-made on the spot, and a deliberately slow model that keeps calls in flight."""
+"""Helpers for the operations tests: a server in its own process with the environment a
+container gives it, and certificates made on the spot."""
 
 from __future__ import annotations
 
@@ -7,25 +7,14 @@ import datetime
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from explainserve.cli.health import check
-from torch import nn
-
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from support import ROOT, TESTS
 
 
 def plain_environment(**extra: str) -> dict[str, str]:
@@ -76,28 +65,6 @@ class ServerProcess:
             self.process.wait(10)
         if self._log is not subprocess.DEVNULL:
             self._log.close()
-
-
-class SleepyNet(nn.Module):
-    """conv -> ReLU -> GAP -> linear that sleeps in every forward pass, so calls stay in
-    flight long enough for a test to signal the server meanwhile."""
-
-    def __init__(self, num_classes: int = 4, seconds: float = 0.3) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, kernel_size=3, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.fc = nn.Linear(4, num_classes)
-        self.seconds = seconds
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
-        return self.fc(self.flatten(self.pool(self.relu(self.conv(x)))))
-
-
-def build_sleepy(num_classes: int = 4) -> nn.Module:
-    return SleepyNet(num_classes)
 
 
 @dataclass(frozen=True)

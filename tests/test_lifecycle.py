@@ -19,11 +19,12 @@ from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 from explainserve_client.client import ExplainServeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from ops_support import ServerProcess, free_port
+from ops_support import ServerProcess
+from support import free_port, running_server
 
 SLEEPY_REPOSITORY = """\
 [models.sleepy]
-arch = "python:ops_support:build_sleepy"
+arch = "python:tiny_models:build_sleepy"
 num_classes = 4
 input_size = 8
 max_batch_size = 1
@@ -165,7 +166,6 @@ def test_a_malformed_request_id_is_replaced(server, hostile):
 def test_connections_age_out_without_failing_calls(models_by_name):
     from explainserve.api.transport import server_options
     from explainserve.config import ServerConfig
-    from support import running_server
     options = dict(server_options(ServerConfig(max_connection_age_s=300, grace_period_s=25)))
     assert options["grpc.max_connection_age_ms"] == 300_000
     assert options["grpc.max_connection_age_grace_ms"] == 25_000  # default: the drain grace

@@ -62,7 +62,8 @@ def build_conv_gap_linear(num_classes: int = 4) -> nn.Module:
 
 
 class SlowModel(nn.Module):
-    """ConvGapLinear that sleeps in every forward pass, to keep a worker busy in tests."""
+    """ConvGapLinear that sleeps in every forward pass, to keep a worker busy (or calls in
+    flight while a test signals the server) in tests."""
 
     def __init__(self, num_classes: int = 4, seconds: float = 0.4) -> None:
         super().__init__()
@@ -76,6 +77,11 @@ class SlowModel(nn.Module):
 
 def build_slow(num_classes: int = 4) -> nn.Module:
     return SlowModel(num_classes)
+
+
+def build_sleepy(num_classes: int = 4) -> nn.Module:
+    """0.3 s per pass: the lifecycle test's calls stay in flight through a SIGTERM."""
+    return SlowModel(num_classes, seconds=0.3)
 
 
 class GuardedReLU(nn.ReLU):

@@ -4,7 +4,7 @@
 //   node explain_client.mjs HOST:PORT --image picture.png [--model demo] [--method gradcam]
 //        [--target 3] [--layer NAME] [--deadline-ms 60000]
 //
-// tests/test_node_client.py runs it against a real server and compares with the Python client.
+// tests/proto/test_node_client.py runs it against a real server and compares with the Python client.
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
