@@ -7,7 +7,7 @@ For one generated image per class (`shapes.draw_shape(name, seed=3)`), Maximize 
 code at the last Conv2d (`features.block4.conv`, 128x8x8) from seeded noise (`seed=2`) with the
 request defaults, one request at a time. Measured here, in-process on the returned tensor: the
 relative code error ||Phi(x) - Phi0|| / ||Phi0||, whether the reconstruction has the
-original's class, and each request's wall time. tests/test_maximize.py asserts the star's
+original's class, and each request's wall time. tests/engine/test_maximize.py asserts the star's
 error is below 0.1.
 """
 

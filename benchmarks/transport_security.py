@@ -5,7 +5,7 @@ ListModels (transport alone) and of a small Explain (saliency on a random-weight
     python benchmarks/transport_security.py [--quick] [--calls 400] [--out FILE.json]
 
 It writes docs/results/transport_security.json.
-Certificates are made on the spot (EC P-256), as tests/test_security.py makes them. Each mode
+Certificates are made on the spot (EC P-256), as tests/api/test_security.py makes them. Each mode
 gets a fresh server and client; the first calls (connection set-up, TLS handshake) are warm-up
 and not timed, so the numbers are the steady per-call cost.
 """

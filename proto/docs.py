@@ -2,7 +2,7 @@
 
 Run from the repository root:
     python proto/docs.py            rewrite the generated sections of docs/api.md in place
-    python proto/docs.py --check    exit 1 when docs/api.md is stale (tests/test_api_docs.py)
+    python proto/docs.py --check    exit 1 when docs/api.md is stale (tests/proto/test_api_docs.py)
 
 Every RPC, message, field and enum value is read from the descriptor protoc builds with source
 info, and described by its comment in the .proto. The hand-written prose around the generated

@@ -1,7 +1,7 @@
 """Generate the Python gRPC code for explainserve.v1 into the client package.
 
 Run from the repository root:  python proto/generate.py
-The generated files are never edited by hand; tests/test_proto.py fails when they are stale.
+The generated files are never edited by hand; tests/proto/test_proto.py fails when they are stale.
 """
 
 from __future__ import annotations

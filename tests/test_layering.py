@@ -1,8 +1,10 @@
 """The import structure of server/explainserve, read statically with `ast` (nothing is
 imported): no cycle between the server's parts, no torch in the api layer, and imports that
-only go down the layers of docs/architecture (api -> engine -> scheduling -> workers ->
-methods -> models). Every import counts, also one inside a function: it is a dependency all
-the same, deferred only in time."""
+only go down the layers of docs/architecture.md. A request flows api -> engine -> scheduling
+-> workers, but a worker *pulls* its batches from the batcher (`Batcher.next_batch`), so in
+the import order workers sit above scheduling: api -> engine -> workers -> scheduling ->
+methods -> models, and the batcher knows nothing of devices. Every import counts, also one
+inside a function: it is a dependency all the same, deferred only in time."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from support import ROOT
 
 PACKAGE = ROOT / "server" / "explainserve"
-LAYERS = ("api", "engine", "scheduling", "workers", "methods", "models")  # top to bottom
+LAYERS = ("api", "engine", "workers", "scheduling", "methods", "models")  # top to bottom
 LEAVES = ("config", "errors", "logs", "metrics", "hooks")  # any layer may use them
 ENTRY_POINTS = ("app", "cli", "__main__")  # they wire everything; nothing imports them
 METHOD_FEATURES = ("explain", "maximize", "embed")  # methods/<feature>/ beside methods' base
@@ -146,7 +148,7 @@ def test_the_walk_sees_the_whole_package():
     assert {"config", "errors", "logs", "metrics", "hooks"} <= {part(i.target) for i in ALL_IMPORTS}
     assert part("explainserve.methods.explain.cam") == "methods" and part("torch") is None
     assert method_part("explainserve.methods.explain.cam") == "methods.explain"
-    assert method_part("explainserve.methods.registry") == "methods"
+    assert method_part("explainserve.methods.base") == "methods"
     # relative imports are resolved against the importing package
     assert absolute("explainserve.api", 1, "inputs") == "explainserve.api.inputs"
     assert absolute("explainserve.methods.explain", 2, "base") == "explainserve.methods.base"

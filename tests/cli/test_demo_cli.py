@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from explainserve.cli.demo import QUICK, gallery_samples
 from explainserve.cli.main import main
-from explainserve.methods.registry import list_methods
+from explainserve.methods.explain.registry import list_methods
 from explainserve.models.demo.shapes import CLASS_NAMES
 from PIL import Image
 

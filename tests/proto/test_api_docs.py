@@ -46,7 +46,7 @@ def test_api_doc_is_generated_from_the_current_proto():
     docs = load_docs_generator()
     text = API_DOC.read_text()
     assert docs.update(text, docs.generated_sections()) == text, (
-        "docs/api.md is stale: run /work/venv/bin/python proto/docs.py")
+        "docs/api.md is stale: run python proto/docs.py")
 
 
 def test_every_rpc_message_field_and_enum_value_is_documented():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from explainserve.config import LimitsConfig
 from explainserve.methods.base import parse_params
-from explainserve.methods.registry import get_method
+from explainserve.methods.explain.registry import get_method
 from explainserve.models.registry import load_model
 from explainserve.workers.pool import Replica
 from support import random_input

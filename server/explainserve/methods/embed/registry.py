@@ -1,5 +1,5 @@
 """Projections of a set of feature vectors by name: a dict, a decorator, a clear error and a
-list function (the shape of methods/registry.py), so the Embed engine never branches on a
+list function (the shape of methods/explain/registry.py), so the Embed engine never branches on a
 projection's name."""
 
 from __future__ import annotations

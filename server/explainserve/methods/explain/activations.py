@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from explainserve.errors import InvalidArgument
 from explainserve import hooks
 from explainserve.methods.base import PREDICTED, Attribution, Kernel, ModelFacts, ModelHandle, Param, TensorRows
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 
 GRID = Param("grid", bool, False, help="also return the channels (filters) as an image grid")
 SCORE = Param("score", bool, True, help="run the forward pass on to the logits so the response "

@@ -16,7 +16,7 @@ from explainserve.errors import FailedPrecondition, InvalidArgument, not_found
 from explainserve import hooks
 from explainserve.methods.base import Kernel, ModelHandle, Param, normalize_maps, run_single_pass, score_targets, upsample
 from explainserve.methods.explain.cam_structure import find_cam_structure
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 
 UPSAMPLE = Param("upsample", str, "bilinear", choices=("bilinear", "nearest"),
                  help="how the [h,w] map is resized to the input for the heatmap")

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from explainserve.errors import InvalidArgument, not_found
 from explainserve.methods.explain.activations import GRID, min_max_uint8, tiles_grid, with_scores
 from explainserve.methods.base import Kernel, ModelFacts, ModelHandle, TensorRows
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 
 CONVOLUTIONS = ("Conv1d", "Conv2d", "Conv3d")
 MAX_FILTER_TILES = 64  # filters (rows) and input channels (columns) shown for a deep layer

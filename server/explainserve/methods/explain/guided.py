@@ -20,7 +20,7 @@ from torch import Tensor
 from explainserve import hooks
 from explainserve.methods.base import Kernel, ModelHandle, Param, gradient_heatmap, run_single_pass, upsample
 from explainserve.methods.explain.cam import gradcam_weights, layer_gradients
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 from explainserve.methods.explain.saliency import input_gradient
 
 # Captum's GuidedGradCam resizes the Grad-CAM map with "nearest" by default; so do we.

@@ -25,7 +25,7 @@ from torch import Tensor
 from explainserve.errors import InvalidArgument
 from explainserve.methods.base import PREDICTED, Attribution, Kernel, Param, normalize_maps
 from explainserve.methods.explain.predict import logits_kernel
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 
 PARAMS = (
     Param("window", int, 32, minimum=1, help="side of the square occluding window, in pixels"),

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from explainserve.methods.base import Kernel, ModelHandle, gradient_heatmap, run_single_pass, score_targets
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 
 
 def input_gradient(model: ModelHandle, inputs: Tensor, targets: Tensor) -> tuple[Tensor, dict]:

@@ -21,7 +21,7 @@ from explainserve.errors import InvalidArgument
 from explainserve.methods.base import PREDICTED, Attribution, Kernel, Param, TensorRows, gradient_heatmap
 from explainserve.methods.explain.guided import DECONVNET, GUIDED_BACKPROP
 from explainserve.methods.explain.predict import logits_kernel
-from explainserve.methods.registry import register_method
+from explainserve.methods.explain.registry import register_method
 from explainserve.methods.explain.saliency import input_x_gradient_kernel, saliency_kernel
 
 BASES: dict[str, Kernel] = {

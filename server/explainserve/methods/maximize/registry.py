@@ -1,5 +1,5 @@
 """Maximize objectives by name: a dict, a decorator, a clear error and a list function (the
-shape of methods/registry.py). A spec says everything the engine and the step kernel need to
+shape of methods/explain/registry.py). A spec says everything the engine and the step kernel need to
 know about an objective, so neither ever branches on its name."""
 
 from __future__ import annotations
