@@ -34,7 +34,7 @@ from captum.attr import (Deconvolution, GuidedBackprop, GuidedGradCam, InputXGra
 from explainserve.config import BatchingConfig, LimitsConfig, ModelConfig
 from explainserve import hooks
 from explainserve.methods.base import Kernel, parse_params
-from explainserve.methods.registry import get_method
+from explainserve.methods.explain.registry import get_method
 from explainserve.models.registry import load_model
 from explainserve.workers.pool import Replica
 from explainserve_client import Client
