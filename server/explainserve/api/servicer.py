@@ -15,7 +15,7 @@ from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 
 from explainserve import logs, metrics
 from explainserve.errors import ServiceError, Unavailable
-from explainserve.methods.registry import list_methods
+from explainserve.methods.explain.registry import list_methods
 from explainserve.api import embed as embed_api
 from explainserve.api import explain as explain_api
 from explainserve.api import maximize as maximize_api

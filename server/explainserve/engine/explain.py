@@ -14,7 +14,7 @@ from explainserve.engine.core import BatchedContext, Engine, ImageInput
 from explainserve.errors import InvalidArgument, OutOfRange
 from explainserve.methods.base import PREDICTED, Kernel, TensorRows, parse_params
 from explainserve.methods.explain.predict import logits_kernel
-from explainserve.methods.registry import MethodSpec, get_method
+from explainserve.methods.explain.registry import MethodSpec, get_method
 from explainserve.models.registry import LoadedModel, is_spatial
 
 @dataclass(frozen=True)
