@@ -69,7 +69,7 @@ USER 10001:0
 # 50051 gRPC (ExplainerService, health, reflection); 9090 Prometheus metrics.
 EXPOSE 50051 9090
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "explainserve.cli.health"]
+    CMD ["python", "-m", "explainserve.cli.healthcheck"]
 # Arguments given to `docker run` / a pod's `args` are appended; a later flag wins.
 ENTRYPOINT ["explainserve", "serve", "--host", "0.0.0.0", "--port", "50051", "--metrics-port", "9090"]
 CMD []

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from explainserve.cli.health import check
+from explainserve.cli.healthcheck import check
 from support import ROOT, TESTS
 
 

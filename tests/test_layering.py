@@ -193,3 +193,18 @@ def test_imports_only_go_down_the_layers():
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_each_leaf_exists_as_a_top_level_module(leaf):
     assert (PACKAGE / f"{leaf}.py").is_file()
+
+
+# A name may repeat where its folder says what it belongs to: one wire module, engine and
+# command per feature (api/explain.py, engine/explain.py, cli/explain.py), one registry and
+# builtin list per registered kind (methods/<feature>/registry.py, models/registry.py).
+SHARED_NAMES = {"__init__", "builtin", "registry", *METHOD_FEATURES}
+
+
+def test_module_names_repeat_only_where_the_folder_says_which_feature():
+    by_name: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        by_name.setdefault(path.stem, []).append(str(path.relative_to(PACKAGE)))
+    repeated = {name: sorted(paths) for name, paths in by_name.items()
+                if len(paths) > 1 and name not in SHARED_NAMES}
+    assert not repeated, f"module names that repeat across folders: {repeated}"

@@ -92,7 +92,7 @@ def test_ports_entrypoint_and_healthcheck_match_the_server(instructions):
     assert exposed == {args.port, args.metrics_port}
     healthcheck = only(runtime, "HEALTHCHECK")[-1]
     probe = exec_form(healthcheck[healthcheck.index("CMD") + 3:].strip())
-    assert probe == ["python", "-m", "explainserve.cli.health"]
+    assert probe == ["python", "-m", "explainserve.cli.healthcheck"]
     env = runtime_env(runtime)
     assert env["EXPLAINSERVE_HEALTH_ADDRESS"] == f"127.0.0.1:{args.port}"
 
@@ -225,7 +225,7 @@ def test_entrypoint_starts_the_server_and_its_healthcheck_passes(instructions, t
 
 def test_healthcheck_module_needs_no_torch():
     # The probe runs every few seconds: it must stay light.
-    code = "import sys, explainserve.cli.health; print('torch' in sys.modules)"
+    code = "import sys, explainserve.cli.healthcheck; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=plain_environment(), cwd=Path(ROOT), timeout=60)
     assert result.stdout.strip() == "False", result.stderr

@@ -1,4 +1,4 @@
-"""`python -m explainserve.cli.health`: exit 0 when the server's gRPC health service says
+"""`python -m explainserve.cli.healthcheck`: exit 0 when the server's gRPC health service says
 SERVING, 1 otherwise. For Docker's HEALTHCHECK and any probe that can only run a command; it
 imports grpc and nothing heavy, so it answers in well under a second."""
 
@@ -32,7 +32,7 @@ def check(address: str, service: str = "", timeout: float = 3.0,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explainserve.cli.health", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m explainserve.cli.healthcheck", description=__doc__)
     parser.add_argument("--address", default=os.environ.get(ADDRESS_ENV, "127.0.0.1:50051"),
                         help=f"host:port of the gRPC (or --health-port) listener (env {ADDRESS_ENV})")
     parser.add_argument("--service", default="", help="service to ask about ('' = the server)")
