@@ -16,32 +16,23 @@ from google.protobuf.message import DecodeError, Message
 SERVICE = pb.DESCRIPTOR.services_by_name["ExplainerService"]
 
 
-class BadRequestBytes(Exception):
-    """Request bytes that do not parse as the method's request message."""
-
-
-def _parse(message_class: type[Message], raw: bytes) -> Message:
+async def _parse(message_class: type[Message], raw: bytes,
+                 context: grpc.aio.ServicerContext) -> Message:
+    """The request message, or the call ends INVALID_ARGUMENT naming the message type."""
     try:
         return message_class.FromString(raw)
     except DecodeError:
-        raise BadRequestBytes(f"the request ({len(raw)} bytes) is not a valid "
-                              f"{message_class.DESCRIPTOR.name}") from None
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the request ({len(raw)} bytes) is not a valid "
+                            f"{message_class.DESCRIPTOR.name}")
 
 
 def _unary_request(method, message_class):
     async def handle(raw: bytes, context: grpc.aio.ServicerContext):
-        try:
-            request = _parse(message_class, raw)
-        except BadRequestBytes as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        return await method(request, context)
+        return await method(await _parse(message_class, raw, context), context)
 
     async def handle_stream(raw: bytes, context: grpc.aio.ServicerContext):
-        try:
-            request = _parse(message_class, raw)
-        except BadRequestBytes as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        async for response in method(request, context):
+        async for response in method(await _parse(message_class, raw, context), context):
             yield response
     return handle, handle_stream
 
@@ -50,10 +41,7 @@ def _stream_request(method, message_class):
     async def handle(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext):
         async def requests():
             async for raw in raw_requests:
-                try:
-                    yield _parse(message_class, raw)
-                except BadRequestBytes as error:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+                yield await _parse(message_class, raw, context)
         async for response in method(requests(), context):
             yield response
     return handle
