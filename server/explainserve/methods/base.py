@@ -144,6 +144,8 @@ class Attribution:
     heatmap: Tensor | None = None  # [H, W] in [0, 1]
     tensors: dict[str, Tensor] = field(default_factory=dict)
     grid: Tensor | None = None  # uint8 [H, W, 3] image grid (filters, activations)
+    # figures that say how far to trust the map (completeness_gap, steps, deletion_auc, ...)
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 class Context(Protocol):
