@@ -15,7 +15,7 @@ from explainserve.errors import InvalidArgument, OutOfRange
 from explainserve.methods.base import PREDICTED, Kernel, TensorRows, parse_params
 from explainserve.methods.explain.predict import logits_kernel
 from explainserve.methods.explain.registry import MethodSpec, get_method
-from explainserve.models.registry import LoadedModel, is_spatial
+from explainserve.models.registry import LoadedModel
 
 @dataclass(frozen=True)
 class ExplainQuery:
@@ -62,7 +62,7 @@ def _layer(model: LoadedModel, method: MethodSpec, requested: str) -> str:
         raise InvalidArgument(f"method {method.name!r} needs a layer and model "
                               f"{model.name!r} has no default layer; name one")
     layer = model.check_layer(requested or model.default_layer)
-    if method.spatial_layer and not is_spatial(layer.output_shape):
+    if method.spatial_layer and not layer.layout.spatial:
         raise InvalidArgument(
             f"layer {layer.name!r} has output shape {list(layer.output_shape)}, which has no "
             f"spatial [K, h, w] form that method {method.name!r} needs")

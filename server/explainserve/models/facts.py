@@ -4,7 +4,9 @@ shape and the shape and type of every layer's output. Built by the model registr
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from explainserve.models.layouts import LayerLayout
 
 
 @dataclass(frozen=True)
@@ -16,3 +18,5 @@ class ModelFacts:
     input_size: tuple[int, int, int]  # C, H, W
     layer_shapes: Mapping[str, tuple[int, ...]]
     layer_types: Mapping[str, str]
+    # how each layer's output reads as [K, h, w] channel maps (models/layouts.py)
+    layer_layouts: Mapping[str, LayerLayout] = field(default_factory=dict)

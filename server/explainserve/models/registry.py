@@ -22,6 +22,7 @@ from explainserve.config import ConfigError, ModelConfig
 from explainserve.errors import not_found
 from explainserve import hooks
 from explainserve.models.facts import ModelFacts
+from explainserve.models.layouts import LayerLayout, nchw_layout
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class LayerDescription:
     name: str
     type: str
     output_shape: tuple[int, ...]  # for one input, without the batch dimension
+    layout: LayerLayout = LayerLayout()  # how the output reads as [K, h, w] channel maps
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class LoadedModel:
             name=self.name, num_classes=self.config.num_classes, input_size=self.input_shape,
             layer_shapes={layer.name: layer.output_shape for layer in self.layers},
             layer_types={layer.name: layer.type for layer in self.layers},
+            layer_layouts={layer.name: layer.layout for layer in self.layers},
         )
 
     def check_layer(self, name: str) -> LayerDescription:
@@ -171,20 +174,17 @@ def describe_layers(module: nn.Module, input_shape: tuple[int, int, int]) -> tup
     if logits.ndim != 2:
         raise ConfigError(f"model output has shape {list(logits.shape)}, expected [N, classes]")
     return tuple(
-        LayerDescription(name, type(modules[name]).__name__, tuple(captured.outputs[name].shape[1:]))
+        LayerDescription(name, type(modules[name]).__name__, shape, nchw_layout(shape))
         for name in captured.order if name in captured.outputs
+        for shape in [tuple(captured.outputs[name].shape[1:])]
     )
 
 
 def last_spatial_layer(layers: tuple[LayerDescription, ...]) -> str:
     """The last layer with a spatial output, or "" for a model without one (layer methods
     then need an explicit layer)."""
-    spatial = [layer.name for layer in layers if is_spatial(layer.output_shape)]
+    spatial = [layer.name for layer in layers if layer.layout.spatial]
     return spatial[-1] if spatial else ""
-
-
-def is_spatial(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 3 and shape[1] * shape[2] > 1
 
 
 def read_labels(config: ModelConfig) -> tuple[str, ...]:

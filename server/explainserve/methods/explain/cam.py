@@ -16,6 +16,8 @@ from explainserve.errors import FailedPrecondition, InvalidArgument, not_found
 from explainserve import hooks
 from explainserve.methods.base import Kernel, ModelHandle, Param, normalize_maps, run_single_pass, score_targets, upsample
 from explainserve.methods.explain.cam_structure import find_cam_structure
+from explainserve.methods.explain.layer_maps import layer_gradients
+from explainserve.models.layouts import LayerLayout
 from explainserve.methods.explain.registry import register_method
 
 UPSAMPLE = Param("upsample", str, "bilinear", choices=("bilinear", "nearest"),
@@ -53,20 +55,9 @@ VARIANTS: dict[str, ChannelWeights] = {
 }
 
 
-def layer_gradients(model: ModelHandle, inputs: Tensor, targets: Tensor, layer: str):
-    """Forward once, capturing A at `layer`; the backward stops at A (nothing below it needs a
-    gradient: the input does not require one and the replica's parameters are frozen)."""
-    with hooks.capture_outputs({layer: model.layer(layer)}, for_gradient=True) as captured:
-        logits = model.module(inputs)
-    activations = captured.outputs[layer]
-    scored = score_targets(logits, targets)
-    (gradients,) = torch.autograd.grad(scored["score"].sum(), activations)
-    return activations.detach(), gradients, scored
-
-
 def cam_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, layer: str,
-               variant: str, upsample_mode: str) -> dict[str, Tensor]:
-    activations, gradients, scored = layer_gradients(model, inputs, targets, layer)
+               layout: LayerLayout, variant: str, upsample_mode: str) -> dict[str, Tensor]:
+    activations, gradients, scored = layer_gradients(model, inputs, targets, layer, layout)
     weights = VARIANTS[variant](activations, gradients)
     cam = F.relu(torch.einsum("nk,nkhw->nhw", weights, activations))
     heatmap = normalize_maps(upsample(cam, tuple(inputs.shape[-2:]), upsample_mode))
@@ -75,8 +66,8 @@ def cam_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, layer: st
 
 def _register_variant(name: str, doc: str) -> None:
     async def run(ctx, image, targets, layer, params):
-        kernel = Kernel.of(cam_kernel, layer=layer, variant=name,
-                            upsample_mode=params["upsample"])
+        kernel = Kernel.of(cam_kernel, layer=layer, layout=ctx.model.layer_layouts[layer],
+                           variant=name, upsample_mode=params["upsample"])
         return await run_single_pass(ctx, kernel, image, targets)
     run.__doc__ = doc
     register_method(name, params=(UPSAMPLE,), uses_layer=True, spatial_layer=True)(run)

@@ -19,9 +19,11 @@ from torch import Tensor
 
 from explainserve import hooks
 from explainserve.methods.base import Kernel, ModelHandle, Param, gradient_heatmap, run_single_pass, upsample
-from explainserve.methods.explain.cam import gradcam_weights, layer_gradients
+from explainserve.methods.explain.cam import gradcam_weights
+from explainserve.methods.explain.layer_maps import layer_gradients
 from explainserve.methods.explain.registry import register_method
 from explainserve.methods.explain.saliency import input_gradient
+from explainserve.models.layouts import LayerLayout
 
 # Captum's GuidedGradCam resizes the Grad-CAM map with "nearest" by default; so do we.
 GUIDED_GRADCAM_UPSAMPLE = Param("upsample", str, "nearest", choices=("nearest", "bilinear"),
@@ -46,11 +48,11 @@ DECONVNET = Kernel.of(relu_rule_kernel, rule="deconvnet")
 
 
 def guided_gradcam_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, layer: str,
-                          upsample_mode: str) -> dict[str, Tensor]:
+                          layout: LayerLayout, upsample_mode: str) -> dict[str, Tensor]:
     """Two passes, as in Captum's GuidedGradCam: Grad-CAM needs the plain gradient above the
     layer, guided backprop the guided one everywhere. The scores come from the first (plain)
     pass; the targets it resolved are used for the second, so both explain the same class."""
-    activations, gradients, scored = layer_gradients(model, inputs, targets, layer)
+    activations, gradients, scored = layer_gradients(model, inputs, targets, layer, layout)
     cam = torch.relu(torch.einsum("nk,nkhw->nhw", gradcam_weights(activations, gradients), activations))
     guided, _ = relu_rule_gradient(model, inputs, scored["target"], "guided")
     attribution = guided * upsample(cam, tuple(inputs.shape[-2:]), upsample_mode)[:, None]
@@ -73,5 +75,6 @@ async def deconvnet(ctx, image, targets, layer, params):
                  spatial_layer=True)
 async def guided_gradcam(ctx, image, targets, layer, params):
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map (Selvaraju et al.)."""
-    kernel = Kernel.of(guided_gradcam_kernel, layer=layer, upsample_mode=params["upsample"])
+    kernel = Kernel.of(guided_gradcam_kernel, layer=layer, layout=ctx.model.layer_layouts[layer],
+                       upsample_mode=params["upsample"])
     return await run_single_pass(ctx, kernel, image, targets)
