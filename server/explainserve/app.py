@@ -15,6 +15,10 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from explainserve.api import handlers, transport
+from explainserve.api.http import Gate, HttpServer
+from explainserve.api.http_routes import build_app
+from explainserve.api.oip_servicer import SERVICE as OIP_SERVICE
+from explainserve.api.oip_servicer import InferenceServicer, inference_handler
 from explainserve.api.health import HealthService
 from explainserve.api.servicer import Draining, ExplainerServicer
 from explainserve.config import ServerConfig
@@ -45,6 +49,8 @@ class ExplainServer:
         self.health_port: int | None = None
         self._metrics_http = None
         self.metrics_port: int | None = None
+        self._http: HttpServer | None = None
+        self.http_port: int | None = None
 
     async def start(self) -> int:
         """Load every model, start the workers, bind and start gRPC; returns the bound port."""
@@ -56,17 +62,23 @@ class ExplainServer:
         engine = Engine(registry, self._batcher, self.config.limits)
         self._server = grpc.aio.server(options=transport.server_options(self.config),
                                        interceptors=transport.interceptors(self.config.security))
-        self._server.add_generic_rpc_handlers((handlers.explainer_handler(
-            ExplainerServicer(engine, self._pool.devices, self.draining)),))
+        explainer = ExplainerServicer(engine, self._pool.devices, self.draining)
+        self._server.add_generic_rpc_handlers((
+            handlers.explainer_handler(explainer),
+            inference_handler(InferenceServicer(explainer, self.draining))))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server)
+            (SERVICE_NAME, OIP_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server)
         self.port = transport.bind(self._server, f"{self.config.host}:{self.config.port}",
                                    self.config.security)
         await self._server.start()
         if self.config.health_port is not None:
             self._health_server, self.health_port = await transport.start_health_server(
                 self._health, self.config.host, self.config.health_port)
+        if self.config.http_port is not None:
+            self._http = HttpServer(build_app(engine, Gate(self.config, self.draining)), self.config)
+            self.http_port = await self._http.start()
         if self.config.metrics_port is not None:
             self._metrics_http, _ = start_http_server(self.config.metrics_port, addr=self.config.host)
             self.metrics_port = self._metrics_http.server_port
@@ -81,13 +93,21 @@ class ExplainServer:
     async def _set_health(self, status: int, *, final: bool = False) -> None:
         await self._health.set_all(status, final=final)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """NOT_SERVING at once, refuse new calls, let in-flight calls finish within the grace."""
+    async def stop(self, grace: float | None = None, drain_delay: float | None = None) -> None:
+        """NOT_SERVING at once; serve on for the drain delay (load balancers that check health
+        stop sending meanwhile), then refuse new calls with UNAVAILABLE, close the listener and
+        let in-flight calls finish within the grace."""
         grace = self.config.grace_period_s if grace is None else grace
-        self.draining.active = True
+        drain_delay = self.config.drain_delay_s if drain_delay is None else drain_delay
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING, final=True)
+        if drain_delay > 0:
+            logger.info("reporting NOT_SERVING; still serving for %.1fs before draining", drain_delay)
+            await asyncio.sleep(drain_delay)
+        self.draining.active = True
         if self._server is not None:
             await self._server.stop(grace)
+        if self._http is not None:
+            await self._http.stop()
         if self._batcher is not None:
             self._batcher.fail_all(Unavailable("server shut down"))
         if self._pool is not None:
@@ -110,7 +130,8 @@ async def serve(config: ServerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    logger.info("signal received; draining for up to %.1fs", config.grace_period_s)
+    logger.info("signal received; draining for up to %.1fs after a drain delay of %.1fs",
+                config.grace_period_s, config.drain_delay_s)
     await server.stop()
     logger.info("stopped")
 

@@ -61,7 +61,8 @@ def reflection(demo_server):
 
 def test_reflection_lists_the_explainer_health_and_reflection_services(reflection):
     assert reflection.services() == sorted(
-        [SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"])
+        [SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+         "inference.GRPCInferenceService"])
 
 
 def test_reflected_contract_is_the_proto_file(reflection):

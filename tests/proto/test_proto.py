@@ -12,7 +12,9 @@ GENERATED = ROOT / "client" / "explainserve_client" / "_proto"
 def test_generated_code_matches_the_proto(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--out", str(tmp_path)],
                    check=True, capture_output=True)
-    for fresh in sorted(tmp_path.glob("explainer_pb2*")):
+    fresh_files = sorted(tmp_path.glob("*_pb2*"))
+    assert {f.name for f in fresh_files} >= {"explainer_pb2.py", "grpc_predict_v2_pb2.py"}
+    for fresh in fresh_files:
         committed = GENERATED / fresh.name
         assert committed.read_text() == fresh.read_text(), (
             f"{committed} is stale: run `python proto/generate.py` and commit the result")

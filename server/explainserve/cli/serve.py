@@ -18,6 +18,10 @@ def add_parser(commands) -> None:
     serve.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     serve.add_argument("--cpu-workers", type=int, default=1)
     serve.add_argument("--grace-period", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    serve.add_argument("--drain-delay", type=float, default=0.0, metavar="SECONDS",
+                       help="after SIGTERM, keep serving this long while health reports "
+                            "NOT_SERVING, before refusing new calls and closing the listener "
+                            "(default: 0)")
     serve.add_argument("--max-connection-age", type=float, metavar="SECONDS",
                        help="close client connections at this age so clients rebalance over "
                             "new replicas (default: never)")
@@ -26,6 +30,10 @@ def add_parser(commands) -> None:
     serve.add_argument("--health-port", type=int, default=0,
                        help="also serve grpc.health.v1 alone, plaintext, on this port (for "
                             "kubelet probes when TLS is on); 0 disables")
+    serve.add_argument("--http-port", type=int, default=0,
+                       help="also serve HTTP/JSON on this port: Open Inference Protocol v2 REST, "
+                            "KServe v1 :predict/:explain, and a page at / to try the models; "
+                            "same TLS and tokens as gRPC; 0 disables")
     security = serve.add_argument_group("security")
     security.add_argument("--tls-cert", type=Path, help="PEM certificate chain; enables TLS")
     security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
@@ -52,10 +60,12 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         host=args.host, port=args.port, metrics_port=args.metrics_port or None,
         device=args.device, cpu_workers=args.cpu_workers, grace_period_s=args.grace_period,
+        drain_delay_s=args.drain_delay,
         models=models, limits=LimitsConfig(), security=security_config(args),
         max_connection_age_s=args.max_connection_age,
         max_connection_age_grace_s=args.max_connection_age_grace,
         health_port=args.health_port or None,
+        http_port=args.http_port or None,
     )
 
 
