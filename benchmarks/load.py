@@ -2,6 +2,10 @@
 in-process. One command reruns it all and writes docs/results/load.json:
 
     python benchmarks/load.py [--quick] [--out FILE.json]
+    python benchmarks/load.py --only deadlines,alone [--size 64 --seconds 3]  # the scheduler's two
+
+`--only` runs some scenarios (all, or any of: throughput, fairness, overload, memory,
+deadlines, alone); --size and --seconds shrink a run to prove the script works.
 
 A real server runs in its own process (`explainserve serve`); this process is the load
 generator (grpc.aio, loopback only, bounded in count and time) and measures the in-process
@@ -52,13 +56,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def write_repository(root: Path, size: int, **batching) -> Path:
+def write_repository(root: Path, size: int, arch: str = "resnet18", **batching) -> Path:
+    """A torchvision model with random weights (seed 0), served under its own name."""
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=1000)
-    save_file(model.state_dict(), str(root / "resnet18.safetensors"))
+    model = torchvision.models.get_model(arch, weights=None, num_classes=1000)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(root / f"{arch}.safetensors"))
     extra = "".join(f"{key} = {value}\n" for key, value in batching.items())
     (root / "models.toml").write_text(
-        f'[models.resnet18]\narch = "torchvision:resnet18"\nweights = "resnet18.safetensors"\n'
+        f'[models.{arch}]\narch = "torchvision:{arch}"\nweights = "{arch}.safetensors"\n'
         f"num_classes = 1000\ninput_size = {size}\n{extra}")
     return root / "models.toml"
 
@@ -66,12 +72,12 @@ def write_repository(root: Path, size: int, **batching) -> Path:
 class ServerProcess:
     """`explainserve serve` in a child process, on free ports."""
 
-    def __init__(self, repository: Path) -> None:
+    def __init__(self, repository: Path, device: str = "cpu") -> None:
         self.port, self.metrics_port = free_port(), free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "explainserve", "--log-level", "WARNING", "serve",
              "--models", str(repository), "--port", str(self.port),
-             "--metrics-port", str(self.metrics_port), "--device", "cpu"])
+             "--metrics-port", str(self.metrics_port), "--device", device])
         self.address = f"127.0.0.1:{self.port}"
         self._wait_serving()
 
@@ -161,10 +167,11 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def gradcam_requests(count: int, size: int, method: str = "gradcam", **params) -> list:
+def gradcam_requests(count: int, size: int, method: str = "gradcam", model: str = "resnet18",
+                     **params) -> list:
     rng = np.random.default_rng(1)
     return [Client.explain_request(rng.standard_normal((3, size, size)).astype(np.float32),
-                                   "resnet18", method, outputs=("heatmap",), **params)
+                                   model, method, outputs=("heatmap",), **params)
             for _ in range(count)]
 
 
@@ -221,6 +228,18 @@ def _forward_backward(model: torch.nn.Module, inputs: torch.Tensor) -> None:
     torch.autograd.grad(logits[:, 0].sum(), captured["a"])
 
 
+SCENARIOS = ("throughput", "fairness", "overload", "memory", "deadlines", "alone")
+# Overload with deadlines: occlusion requests (a 56-pixel window, stride 28: 49 positions and
+# the clean image, 50 rows) arrive open-loop at twice the rate the device sustains, each with a
+# deadline of DEADLINE_FACTOR times its own time alone.
+DEADLINE_OCCLUSION = {"window": 56, "stride": 28}
+OVERLOAD_FACTOR = 2.0
+DEADLINE_FACTOR = 20.0
+# A many-row job alone: SmoothGrad's 50 noisy saliency passes, against the same passes
+# in-process in batches of max_batch_size on a replica laid out as the server's.
+ALONE_SAMPLES = 50
+
+
 def settings_for(quick: bool) -> dict:
     return {"seconds_per_scenario": 8.0 if quick else 30.0, "floor_repeats": 3 if quick else 10,
             "model": "torchvision resnet18, random weights (seed 0), 1,000 classes",
@@ -229,6 +248,9 @@ def settings_for(quick: bool) -> dict:
             "fairness_occlusion": {"window": 32, "stride": 2},
             "memory": {"requests": 3000 if quick else 10_000, "first": 300 if quick else 1_000,
                        "input": "3x64x64", "clients": 16, "methods": list(MIXED_METHODS)},
+            "deadlines": {"occlusion": DEADLINE_OCCLUSION, "overload": OVERLOAD_FACTOR,
+                          "deadline_x_alone": DEADLINE_FACTOR},
+            "alone": {"method": "smoothgrad", "samples": ALONE_SAMPLES, "repeats": 3 if quick else 10},
             "workers": "one CPU worker", "torch_threads": torch.get_num_threads()}
 
 
@@ -236,6 +258,9 @@ def measure(settings: dict) -> dict:
     seconds, repeats = settings["seconds_per_scenario"], settings["floor_repeats"]
     results: dict = {}
     requests = gradcam_requests(32, SIZE)
+    only = set(settings["only"])
+    if not only & {"throughput", "fairness", "overload", "memory"}:  # these four run together
+        return scheduler_ratios(measure_scheduler(settings))
     with tempfile.TemporaryDirectory() as scratch:
         repository = write_repository(Path(scratch), SIZE, **BATCHING)
         loaded = load_model(load_model_repository(repository)[0])  # the floors' weights
@@ -257,6 +282,7 @@ def measure(settings: dict) -> dict:
         finally:
             server.stop()
         results["memory"] = memory_scenario(Path(scratch), settings["memory"])
+    results.update(measure_scheduler(settings))
     formed = max(1, round(results["served_16_clients"]["mean_batch"]))
     # Measure the floor as the server runs its passes: on a thread other than the one that
     # first ran torch (libgomp spins differently with one OpenMP team than with two).
@@ -264,6 +290,98 @@ def measure(settings: dict) -> dict:
     with ThreadPoolExecutor(1) as worker:
         results["floor"] = worker.submit(floors, loaded, [1, formed], repeats).result()
     return summarise(results, formed)
+
+
+def measure_scheduler(settings: dict) -> dict:
+    """The deadline-aware scheduler's two figures, each against its own same-run reference:
+    goodput under 2x overload with deadlines (successes per second over the saturated
+    throughput of the same requests), and a lone many-row job's served time over in-process."""
+    only, size, seconds = set(settings["only"]), settings["size"], settings["seconds_per_scenario"]
+    arch, device = settings["arch"], settings["device"]
+    results: dict = {}
+    if not only & {"deadlines", "alone"}:
+        return results
+    with tempfile.TemporaryDirectory() as scratch:
+        repository = write_repository(Path(scratch), size, arch, **BATCHING)
+        server = ServerProcess(repository, device)
+        try:
+            if "deadlines" in only:
+                results["overload_with_deadlines"] = asyncio.run(
+                    overload_with_deadlines(server.address, size, seconds, arch))
+            if "alone" in only:
+                loaded = load_model(load_model_repository(repository)[0])
+                results["many_row_alone"] = many_row_alone(
+                    server.address, loaded, size, settings["alone"]["repeats"], device)
+        finally:
+            server.stop()
+    return results
+
+
+async def overload_with_deadlines(address: str, size: int, seconds: float,
+                                  model: str = "resnet18") -> dict:
+    """Saturated throughput of occlusion requests (16 closed-loop clients, no tight deadline),
+    then the same requests arriving open-loop at OVERLOAD_FACTOR times that rate, each with a
+    deadline of DEADLINE_FACTOR x its time alone: the share of the saturated throughput that
+    comes back as successful responses (goodput)."""
+    requests = gradcam_requests(16, size, method="occlusion", model=model, **DEADLINE_OCCLUSION)
+    alone = await drive(address, requests, 1, max(2.0, seconds / 4))
+    saturated = await drive(address, requests, 16, seconds)
+    rate = OVERLOAD_FACTOR * saturated["throughput"]
+    deadline = DEADLINE_FACTOR * alone["p50"]
+    codes: dict[str, int] = {}
+    latencies: list[float] = []
+
+    async def one(stub, request) -> None:
+        started = time.perf_counter()
+        try:
+            async for _ in stub.Explain(request, timeout=deadline):
+                pass
+            code = "OK"
+            latencies.append(time.perf_counter() - started)
+        except grpc.aio.AioRpcError as error:
+            code = error.code().name
+        codes[code] = codes.get(code, 0) + 1
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.ExplainerServiceStub(channel)
+        calls = []
+        started = time.perf_counter()
+        index = 0
+        while time.perf_counter() - started < seconds:  # open loop: arrivals at a fixed rate
+            calls.append(asyncio.ensure_future(one(stub, requests[index % len(requests)])))
+            index += 1
+            await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
+        await asyncio.gather(*calls)
+        elapsed = time.perf_counter() - started
+    goodput = codes.get("OK", 0) / elapsed
+    return {"alone_p50": alone["p50"], "saturated_throughput": saturated["throughput"],
+            "offered_rate": rate, "deadline_s": deadline, "sent": index, "codes": codes,
+            "goodput": goodput, "goodput_vs_saturated": goodput / saturated["throughput"],
+            "ok_p99": percentile(latencies, 99), "elapsed": elapsed}
+
+
+def many_row_alone(address: str, loaded: LoadedModel, size: int, repeats: int,
+                   device: str = "cpu") -> dict:
+    """SmoothGrad alone on an idle server (one caller, one request at a time) against the same
+    method in-process (benchmarks/explain_methods.py `ours`: the orchestration on a replica
+    laid out as the server's, every pass max_batch_size rows, no scheduler). `ours` runs on
+    a CPU replica only: on another device the served time is reported alone."""
+    from explain_methods import ours  # benchmarks/ is on the path
+
+    request = gradcam_requests(1, size, method="smoothgrad", model=loaded.name,
+                               samples=ALONE_SAMPLES)[0]
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ExplainerServiceStub(channel)
+        served = timed(lambda: list(stub.Explain(request, timeout=600)), repeats)
+    if device != "cpu":
+        return {"served_s": served, "in_process_s": None, "in_process_vs_served": None}
+    replica = Replica(loaded, torch.device("cpu"))
+    local = ours(loaded, replica, "smoothgrad", {"samples": ALONE_SAMPLES},
+                 max_batch_size=BATCHING["max_batch_size"])
+    image = torch.randn(1, 3, size, size)
+    with ThreadPoolExecutor(1) as worker:  # off the main thread, as the server's worker runs
+        floor = worker.submit(timed, lambda: local(image, [0]), repeats).result()
+    return {"served_s": served, "in_process_s": floor, "in_process_vs_served": floor / served}
 
 
 async def fairness(address: str, requests: list, occlusion, seconds: float) -> dict:
@@ -306,12 +424,23 @@ def memory_scenario(root: Path, settings: dict) -> dict:
             "rss_after_all": rss_total, "growth": rss_total / rss_first - 1}
 
 
+def scheduler_ratios(results: dict) -> dict:
+    ratios = {}
+    if "overload_with_deadlines" in results:
+        ratios["8_goodput_under_2x_overload_with_deadlines"] = \
+            results["overload_with_deadlines"]["goodput_vs_saturated"]
+    if "many_row_alone" in results:
+        ratios["9_many_row_alone_vs_in_process"] = results["many_row_alone"]["in_process_vs_served"]
+    return {**results, "ratios": ratios}
+
+
 def summarise(results: dict, formed: int) -> dict:
     floor = results["floor"]
     per_image_1, per_image_b = floor["per_image"][1], floor["per_image"][formed]
     served1, served16 = results["served_1_client"], results["served_16_clients"]
     results["formed_batch"] = formed
-    results["ratios"] = {
+    scheduler = scheduler_ratios(results).get("ratios", {})
+    results["ratios"] = {**scheduler, 
         "1_saturation": served16["throughput"] / (1 / per_image_b),
         "2_batching_gain_realised": (served16["throughput"] / served1["throughput"])
                                      / (per_image_1 / per_image_b),
@@ -330,13 +459,30 @@ def summarise(results: dict, formed: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter scenarios")
+    parser.add_argument("--only", default="all",
+                        help=f"comma-separated scenarios: all, or any of {', '.join(SCENARIOS)}")
+    parser.add_argument("--size", type=int, default=SIZE,
+                        help="input size of the deadline and many-row-alone scenarios")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
+    parser.add_argument("--device", default="cpu",
+                        help="server device of the deadline and many-row-alone scenarios")
+    parser.add_argument("--arch", default="resnet18",
+                        help="torchvision model of those scenarios (e.g. vit_b_16)")
     add_out_argument(parser, NAME)
     args = parser.parse_args()
+    only = SCENARIOS if args.only == "all" else tuple(args.only.split(","))
+    unknown = sorted(set(only) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {', '.join(SCENARIOS)}")
     torch.set_num_threads(os.cpu_count() or 1)
-    settings = settings_for(args.quick)
+    settings = {**settings_for(args.quick), "only": list(only), "size": args.size,
+                "arch": args.arch, "device": args.device}
+    if args.seconds is not None:
+        settings["seconds_per_scenario"] = args.seconds
     results = measure(settings)
     sys.stdout.write(json.dumps(results, indent=2, default=float) + "\n")
-    write_result(NAME, {**settings, "quick": args.quick}, results, args.out)
+    write_result(NAME, {**settings, "quick": args.quick}, results, args.out,
+                 gpu=args.device != "cpu")
     return 0
 
 

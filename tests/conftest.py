@@ -17,6 +17,30 @@ from support import running_server
 torch.set_num_threads(2)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="device of the servers the tests start in-process: cpu (default), "
+                          "cuda or cuda:N (benchmarks/gpu_check.sh); servers a test starts on "
+                          "its own device or in a child process keep theirs")
+
+
+def pytest_configure(config):
+    """With --device other than cpu, support.running_server (and so every fixture server)
+    starts its servers on that device unless the test asks for one. Patched before the test
+    modules are imported, so their `from support import running_server` gets the patched one."""
+    device = config.getoption("--device")
+    if device == "cpu":
+        return
+    import support
+    plain = support.running_server
+
+    def on_device(models, **options):
+        options.setdefault("device", device)
+        return plain(models, **options)
+    support.running_server = on_device
+    globals()["running_server"] = on_device
+
+
 def _random_weights(path: Path, arch: str, num_classes: int, seed: int) -> Path:
     torch.manual_seed(seed)
     if arch.startswith("torchvision:"):

@@ -9,93 +9,11 @@ import asyncio
 import time
 
 import pytest
-import torch
+from batcher_support import (KERNEL, MODEL, OTHER, Device, batcher_for, counted, make_job,
+                             nothing_due, rows, values_of)
 from explainserve.config import BatchingConfig
 from explainserve.errors import DeadlineExceeded, ResourceExhausted, Unavailable
-from explainserve.methods.base import Kernel, TensorRows
-from explainserve.scheduling.batcher import Batch, Batcher, Job, run_job
-from prometheus_client import REGISTRY
-
-MODEL = "unit"
-
-
-def scaled(model, inputs, targets, factor=2.0):
-    """The fake kernel: every row times `factor`, and its target."""
-    return {"value": inputs * factor, "target": targets}
-
-
-KERNEL = Kernel.of(scaled)
-OTHER = Kernel.of(scaled, factor=3.0)  # another kernel key: another queue
-
-
-def rows(first: int, count: int) -> TensorRows:
-    """`count` rows whose values first, first + 1, ... say which rows came back where."""
-    values = torch.arange(first, first + count, dtype=torch.float32)[:, None]
-    return TensorRows(values, torch.arange(count) % 4)
-
-
-def make_job(name: str, first: int, count: int, *, kernel: Kernel = KERNEL, model: str = MODEL,
-             deadline: float | None = None, waited: float = 0.0) -> Job:
-    """A job as run_job makes one, `waited` seconds old."""
-    now = time.monotonic()
-    job = Job(model=model, kernel=kernel, rows=rows(first, count),
-              future=asyncio.get_running_loop().create_future(), deadline=deadline,
-              submitted_at=now - waited, ready_since=now - waited)
-    job.name = name
-    return job
-
-
-class Device:
-    """Stands in for a worker (workers/pool.py): pulls the next batch, runs its kernel once on
-    the rows of all its slices, hands each slice its part of the outputs, and reports the
-    batch's device time as seconds_per_row x rows."""
-
-    def __init__(self, batcher: Batcher, seconds_per_row: float | None = None) -> None:
-        self.batcher = batcher
-        self.seconds_per_row = seconds_per_row
-        self.batches: list[list[tuple[str, int, int]]] = []
-        self.rows_seen: list[float] = []
-
-    async def run_next(self, timeout: float = 5.0) -> Batch:
-        batch = await asyncio.wait_for(self.batcher.next_batch(), timeout)
-        parts = [piece.job.rows.take(piece.start, piece.stop) for piece in batch.slices]
-        inputs = torch.cat([inputs for inputs, _ in parts])
-        outputs = batch.kernel(None, inputs, torch.cat([targets for _, targets in parts]))
-        offset = 0
-        for piece in batch.slices:
-            size = piece.stop - piece.start
-            piece.job.deliver(piece.start, {k: v[offset:offset + size] for k, v in outputs.items()})
-            offset += size
-        if self.seconds_per_row is not None:
-            self.batcher.record_compute(batch, self.seconds_per_row * batch.size)
-        self.rows_seen += inputs[:, 0].tolist()
-        self.batches.append([(getattr(p.job, "name", "?"), p.start, p.stop) for p in batch.slices])
-        return batch
-
-    async def serve(self) -> None:
-        while True:
-            await self.run_next(timeout=None)
-
-
-def batcher_for(**batching) -> Batcher:
-    return Batcher({MODEL: BatchingConfig(**batching)})
-
-
-def counted(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def nothing_due(batcher: Batcher, within: float = 0.2) -> bool:
-    """True when next_batch has no batch to give within `within` seconds."""
-    try:
-        await asyncio.wait_for(batcher.next_batch(), within)
-    except asyncio.TimeoutError:
-        return True
-    return False
-
-
-def values_of(job: Job) -> list[float]:
-    return job.future.result()["value"][:, 0].tolist()
+from explainserve.scheduling.batcher import Batcher, run_job
 
 
 def test_jobs_with_one_kernel_key_are_coalesced_up_to_max_batch_size():
@@ -112,7 +30,8 @@ def test_jobs_with_one_kernel_key_are_coalesced_up_to_max_batch_size():
         assert await nothing_due(batcher)  # 2 rows of KERNEL and 1 of OTHER: nothing full
         batcher.submit(e := make_job("e", 40, 2))
         await device.run_next(timeout=1.0)
-        assert device.batches[1] == [("c", 0, 1), ("b", 1, 2), ("e", 0, 2)]
+        # Rank order (no deadlines: the order of submission), so b's last row goes first.
+        assert device.batches[1] == [("b", 1, 2), ("c", 0, 1), ("e", 0, 2)]
         assert values_of(a) == [0.0, 2.0, 4.0]
         assert values_of(b) == [20.0, 22.0]  # its two parts joined in row order
         assert values_of(c) == [40.0] and values_of(e) == [80.0, 82.0]
@@ -215,9 +134,13 @@ def test_a_cancelled_caller_is_dropped_and_counted_as_cancelled():
 
 def test_a_many_row_job_is_cut_into_chunks_sized_from_the_measured_time_per_row():
     async def scenario():
-        # 2**-6 s per row against a 62.5 ms budget: 4 rows a chunk once a pass is measured.
-        batcher = batcher_for(max_batch_size=32, max_queue_delay_ms=0, max_chunk_ms=62.5)
+        # 2**-6 s per row against a 62.5 ms budget: 4 rows a chunk once a pass is measured,
+        # while other work waits (a job of another model whose queue is not due yet).
+        batcher = Batcher({MODEL: BatchingConfig(max_batch_size=32, max_queue_delay_ms=0,
+                                                 max_chunk_ms=62.5),
+                           "idle": BatchingConfig(max_queue_delay_ms=60_000)})
         device = Device(batcher, seconds_per_row=2 ** -6)
+        batcher.submit(make_job("waiting", 1000, 1, model="idle"))
         batcher.submit(big := make_job("big", 0, 40))
         for _ in range(3):
             await device.run_next(timeout=1.0)
@@ -238,21 +161,25 @@ def test_a_many_row_job_is_cut_into_chunks_sized_from_the_measured_time_per_row(
     asyncio.run(scenario())
 
 
-def test_a_big_job_goes_to_the_back_of_the_line_after_each_chunk():
+def test_small_jobs_share_each_batch_with_a_big_jobs_chunk():
     async def scenario():
-        batcher = batcher_for(max_batch_size=4, max_queue_delay_ms=0)
-        device = Device(batcher)
-        batcher.submit(big := make_job("big", 0, 10))
+        # 2**-5 s per row against a 62.5 ms budget: the big job puts 2 rows into each batch
+        # of 4, and the small jobs that arrive take the room beside them.
+        batcher = batcher_for(max_batch_size=4, max_queue_delay_ms=0, max_chunk_ms=62.5)
+        device = Device(batcher, seconds_per_row=2 ** -5)
+        batcher.submit(make_job("probe", 900, 1))
+        await device.run_next(timeout=1.0)  # measured
+        batcher.submit(big := make_job("big", 0, 6))
         batcher.submit(first := make_job("first", 100, 1))
         await device.run_next(timeout=1.0)
         batcher.submit(second := make_job("second", 200, 1))
         await device.run_next(timeout=1.0)
-        assert first.finished and not big.finished
+        assert first.finished and second.finished and not big.finished
         await device.run_next(timeout=1.0)
-        assert device.batches == [[("big", 0, 4)],
-                                  [("first", 0, 1), ("big", 4, 7)],
-                                  [("second", 0, 1), ("big", 7, 10)]]
-        assert values_of(big) == [2.0 * row for row in range(10)]
+        assert device.batches[1:] == [[("big", 0, 2), ("first", 0, 1)],
+                                      [("big", 2, 4), ("second", 0, 1)],
+                                      [("big", 4, 6)]]
+        assert values_of(big) == [2.0 * row for row in range(6)]
         assert values_of(first) == [200.0] and values_of(second) == [400.0]
     asyncio.run(scenario())
 

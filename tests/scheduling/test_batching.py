@@ -65,8 +65,9 @@ def test_a_full_queue_answers_resource_exhausted_with_a_retry_hint():
         assert rejected and all(r.code == grpc.StatusCode.RESOURCE_EXHAUSTED for r in rejected)
         assert "queue of model 'full' is full" in rejected[0].details
         assert len(results) - len(rejected) >= 3  # one running and two queued were served
-        # The retry hint travels as trailing metadata, as gRPC's retry policy expects.
-        with Client(server.address) as client:
+        # The retry hint travels as trailing metadata, as gRPC's retry policy expects (seen
+        # here without the client's default policy, which would act on it).
+        with Client(server.address, service_config=None) as client:
             calls = []
             def raw_call(image):
                 request = client.explain_request(image, "full", "gradcam")
