@@ -7,6 +7,7 @@ methods on the same replica never see another method's hooks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -179,7 +180,129 @@ def _output_gradient_rule(model: nn.Module, transform: Callable[[Tensor], Tensor
         yield
 
 
+@contextmanager
+def replace_output(module: nn.Module, replace: Callable[[int, Tensor], Tensor | None]
+                   ) -> Iterator[None]:
+    """Hand the network replace(call, output) in place of `module`'s tensor output for the
+    passes in the block; `call` counts the module's calls from 0 within the block (a module
+    called twice per forward is told which call it is) and None keeps the output. The network
+    above the module then computes from the replacement (Ablation-CAM's zeroed channel), or a
+    caller records a copy of the output without changing it."""
+    calls = [0]
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        index, calls[0] = calls[0], calls[0] + 1
+        return replace(index, output) if isinstance(output, Tensor) else None
+
+    with _installed([module.register_forward_hook(hook)]):
+        yield
+
+
 def named_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
     """Look modules up by their named_modules() path only (never getattr on client input)."""
     table = dict(model.named_modules())
     return {name: table[name] for name in names}
+
+
+@contextmanager
+def capture_inputs(modules: dict[str, nn.Module]) -> Iterator[dict[str, Tensor]]:
+    """The first positional input of each of `modules` on its last call in the block (what a
+    layer method needs where the tensor it reads is a module's input, not an output)."""
+    inputs: dict[str, Tensor] = {}
+
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], Tensor):
+                inputs[name] = args[0]
+        return hook
+
+    handles = [module.register_forward_pre_hook(make_hook(name)) for name, module in modules.items()]
+    with _installed(handles):
+        yield inputs
+
+
+# recompute(name, module, args, kwargs, output) -> the output to use, or None to keep it
+Recompute = Callable[[str, nn.Module, tuple, dict, object], object]
+
+
+@contextmanager
+def recomputed_outputs(modules: dict[str, nn.Module], recompute: Recompute) -> Iterator[None]:
+    """Hand the network recompute(...)'s value in place of each module's output for the passes
+    in the block. Attention methods use it to rebuild a fused attention's output from explicit
+    weights, numerically equal, so the weights are in the graph of the score; the module itself
+    is never changed."""
+    def make_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> object:
+            return recompute(name, module, args, kwargs, output)
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(name), with_kwargs=True)
+               for name, module in modules.items()]
+    with _installed(handles):
+        yield
+
+
+class _TraceGate:
+    """Keeps torch.fx tracing apart from every model pass in the process.
+
+    fx's symbolic tracer patches nn.Module.__call__ and __getattr__ on the class for as long
+    as it traces, so a forward pass on any other thread meanwhile is routed into the tracer and
+    fails. Passes share the gate; a trace holds it alone. A thread that traces from inside a
+    pass (a kernel tracing on first use) gives up its own share while it waits, so two such
+    threads cannot wait on each other."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._passes = 0
+        self._tracing = False
+        self._waiting_traces = 0
+        self._held = threading.local()
+
+    def _own(self) -> int:
+        return getattr(self._held, "count", 0)
+
+    @contextmanager
+    def passes(self) -> Iterator[None]:
+        with self._condition:
+            if self._own() == 0:  # a nested pass on this thread never waits for itself
+                self._condition.wait_for(lambda: not self._tracing and not self._waiting_traces)
+            self._passes += 1
+            self._held.count = self._own() + 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._passes -= 1
+                self._held.count -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def trace(self) -> Iterator[None]:
+        with self._condition:
+            own = self._own()
+            self._passes -= own
+            self._waiting_traces += 1
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: self._passes == 0 and not self._tracing)
+            self._waiting_traces -= 1
+            self._tracing = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._tracing = False
+                self._passes += own
+                self._condition.notify_all()
+
+
+_TRACE_GATE = _TraceGate()
+
+
+def model_passes() -> contextmanager:
+    """Held by a worker while it runs a batch (see _TraceGate)."""
+    return _TRACE_GATE.passes()
+
+
+def fx_tracing() -> contextmanager:
+    """Held while torch.fx traces a model: no model pass runs anywhere meanwhile."""
+    return _TRACE_GATE.trace()

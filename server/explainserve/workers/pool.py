@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
-from explainserve import metrics
+from explainserve import hooks, metrics
 from explainserve.config import ConfigError, FaultInjection
 from explainserve.errors import ResourceExhausted, ServiceError, Unavailable
 from explainserve.models.registry import LoadedModel
@@ -92,8 +92,11 @@ class Worker:
                 await self._run(batch, batch.slices)
             except WorkerDied as death:
                 logger.error("worker %s died: %s", self.name, death)
+                # A negative pushback tells gRPC's retry policy not to retry: the request may
+                # itself be what killed the worker, and retried it would kill one per attempt.
                 for job in {piece.job for piece in batch.slices}:
-                    job.fail(Unavailable(f"worker {self.name} failed while running this request; retry"))
+                    job.fail(Unavailable(f"worker {self.name} failed while running this request; "
+                                         "retry", retry_after_ms=-1))
                 self._executor.shutdown(wait=False)
                 on_death(self)
                 return
@@ -113,8 +116,10 @@ class Worker:
             raise
         except torch.OutOfMemoryError:
             if sum(s.stop - s.start for s in slices) == 1:
+                # No pushback (-1): gRPC's policy retries RESOURCE_EXHAUSTED only with one.
                 slices[0].job.fail(ResourceExhausted(
-                    f"device {self.device} is out of memory for a single row; retry later"))
+                    f"device {self.device} is out of memory for a single row; retry later",
+                    retry_after_ms=-1))
                 return
             logger.warning("out of memory on %s with %d rows; splitting", self.device,
                            sum(s.stop - s.start for s in slices))
@@ -150,7 +155,8 @@ class Worker:
         inputs = inputs.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         try:
-            outputs = batch.kernel(self.replicas[batch.model], inputs, targets)
+            with hooks.model_passes():  # never beside a torch.fx trace (hooks._TraceGate)
+                outputs = batch.kernel(self.replicas[batch.model], inputs, targets)
         except torch.AcceleratorError as error:
             raise WorkerDied(f"device error on {self.device}: {error}") from error
         result = {name: value.detach().to("cpu") for name, value in outputs.items()}
@@ -198,6 +204,7 @@ class WorkerPool:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
         self._models = models
         self._batcher = batcher
+        batcher.workers = len(devices)  # its deadline estimates: queued work drains in parallel
         self._faults = faults
         self.workers = [Worker(i, device, models, batcher, faults) for i, device in enumerate(devices)]
         self.restarts = 0

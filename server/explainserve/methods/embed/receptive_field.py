@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from explainserve import hooks
 from explainserve.models import preprocess
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ def _traced(module: nn.Module, input_shape: tuple[int, int, int]) -> fx.GraphMod
     """The module's graph with every node's output shape, once per model; None (logged) for
     a model that torch.fx cannot trace."""
     try:
-        gm = fx.symbolic_trace(module)
+        with hooks.fx_tracing():  # fx patches nn.Module for the process while it traces
+            gm = fx.symbolic_trace(module)
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
     except Exception as error:  # noqa: BLE001 - any tracing failure means "unknown geometry"

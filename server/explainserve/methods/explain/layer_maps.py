@@ -27,7 +27,10 @@ def layer_gradients(model: ModelHandle, inputs: Tensor, targets: Tensor, layer: 
 
 def layer_activations(model: ModelHandle, inputs: Tensor, layer: str,
                       layout: LayerLayout) -> tuple[Tensor, Tensor]:
-    """Forward once without gradients; returns A as channel maps and the logits."""
-    with torch.no_grad(), hooks.capture_outputs({layer: model.layer(layer)}) as captured:
+    """Forward once without gradients; returns A as channel maps and the logits. A is the
+    captured copy (for_gradient hands the network a clone), so a later in-place op in the
+    network (resnet's `out += identity` after bn2) cannot change it."""
+    with torch.no_grad(), hooks.capture_outputs({layer: model.layer(layer)},
+                                                for_gradient=True) as captured:
         logits = model.module(inputs)
-    return to_channel_maps(captured.outputs[layer], layout), logits
+    return to_channel_maps(captured.outputs[layer].detach(), layout), logits
