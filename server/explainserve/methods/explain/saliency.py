@@ -33,13 +33,14 @@ def input_x_gradient_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor)
     return {**scored, "attribution": attribution, "heatmap": gradient_heatmap(attribution)}
 
 
-@register_method("saliency")
+@register_method("saliency", gradient_kernel=lambda params: Kernel.of(saliency_kernel))
 async def saliency(ctx, image, targets, layer, params):
     """Gradient of the class score with respect to the input (Simonyan et al. 2013)."""
     return await run_single_pass(ctx, Kernel.of(saliency_kernel), image, targets)
 
 
-@register_method("input_x_gradient")
+@register_method("input_x_gradient",
+                 gradient_kernel=lambda params: Kernel.of(input_x_gradient_kernel))
 async def input_x_gradient(ctx, image, targets, layer, params):
     """The input times the gradient of the class score."""
     return await run_single_pass(ctx, Kernel.of(input_x_gradient_kernel), image, targets)

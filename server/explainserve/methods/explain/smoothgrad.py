@@ -3,33 +3,30 @@ kernel, as Captum's NoiseTunnel wraps any attribution method:
 
     M_hat_c(x) = 1/n sum_{i=1..n} M_c(x + N(0, sigma^2)),   sigma = noise_level * (x_max - x_min)
 
-`squared` averages M_c^2 instead (SmoothGrad-squared, Hooker et al. 2019). The noisy copies
-are rows like any others: the base kernel's batch key is used unchanged, so they share device
-passes with plain requests for the base method. Sample i's noise depends only on (seed, i), so
-the result does not depend on how the batcher cuts the rows into chunks.
+`squared` averages M_c^2 instead (SmoothGrad-squared, Hooker et al. 2019). The base is any
+registered method that declares a gradient kernel (saliency, input x gradient, guided backprop,
+deconvnet, integrated gradients, ...); `base_parameters` (a JSON object) sets its parameters,
+which it validates itself. The noisy copies are rows like any others: the base kernel's batch
+key is used unchanged, so they share device passes with plain requests for the base method.
+Sample i's noise depends only on (seed, i), so the result does not depend on how the batcher
+cuts the rows into chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from explainserve.errors import InvalidArgument
-from explainserve.methods.base import PREDICTED, Attribution, Kernel, Param, TensorRows, gradient_heatmap
-from explainserve.methods.explain.guided import DECONVNET, GUIDED_BACKPROP
+from explainserve.methods.base import (PREDICTED, Attribution, Kernel, Param, TensorRows, gradient_heatmap,
+                                      parse_params)
 from explainserve.methods.explain.predict import logits_kernel
-from explainserve.methods.explain.registry import register_method
-from explainserve.methods.explain.saliency import input_x_gradient_kernel, saliency_kernel
+from explainserve.methods.explain.registry import get_method, list_methods, register_method
 
-BASES: dict[str, Kernel] = {
-    "saliency": Kernel.of(saliency_kernel),
-    "input_x_gradient": Kernel.of(input_x_gradient_kernel),
-    "guided_backprop": GUIDED_BACKPROP,
-    "deconvnet": DECONVNET,
-}
 # Rows whose attributions exist at once: bounds memory for many samples of a large image.
 ROWS_PER_WINDOW = 64
 
@@ -72,7 +69,7 @@ class NoisyRows:
 class RowWindow:
     """Rows [start, stop) of other rows."""
 
-    rows: NoisyRows
+    rows: NoisyRows  # or any other Rows
     start: int
     stop: int
 
@@ -95,8 +92,36 @@ async def mean_attribution(ctx, kernel: Kernel, rows: NoisyRows, squared: bool) 
     return sums / rows.samples
 
 
+def gradient_bases() -> list[str]:
+    """The methods SmoothGrad can wrap: those that declare a gradient kernel."""
+    return [name for name in list_methods() if get_method(name).gradient_kernel is not None]
+
+
+def base_kernel(ctx, base: str, raw: str) -> Kernel:
+    """The base method's gradient kernel with its parameters, which it parses and checks; the
+    model's facts and the limits go along (under "facts" and "limits") for kernels that need
+    them, such as integrated gradients' black and white baselines."""
+    valid = gradient_bases()
+    if base not in valid:
+        raise InvalidArgument(f"parameter 'base' of method 'smoothgrad' must be a method with a "
+                              f"gradient kernel, one of {valid}; {base!r} has none")
+    try:
+        values = json.loads(raw or "{}")
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"parameter 'base_parameters' of method 'smoothgrad' must be a JSON "
+                              f"object, got {raw!r} ({error.msg})") from None
+    if not isinstance(values, dict):
+        raise InvalidArgument(f"parameter 'base_parameters' of method 'smoothgrad' must be a JSON "
+                              f"object, got {raw!r}")
+    spec = get_method(base)
+    params = parse_params(base, spec.params, values)
+    return spec.gradient_kernel({**params, "facts": ctx.model, "limits": ctx.limits})
+
+
 @register_method("smoothgrad", params=(
-    Param("base", str, "saliency", choices=tuple(BASES), help="the gradient method averaged"),
+    Param("base", str, "saliency", help="the gradient method averaged: any method with a "
+                                        "gradient kernel"),
+    Param("base_parameters", str, "{}", help="the base method's parameters, as a JSON object"),
     Param("samples", int, 50, minimum=1, help="noisy copies (at most limits.max_smoothgrad_samples)"),
     Param("noise_level", float, 0.15, minimum=0.0, help="sigma / (max - min) of the input"),
     Param("seed", int, 0, minimum=0, maximum=2**31 - 1, help="seed of the noise"),
@@ -108,13 +133,14 @@ async def smoothgrad(ctx, image, targets, layer, params):
     if params["samples"] > limit:
         raise InvalidArgument(f"parameter 'samples' of method 'smoothgrad' must be at most "
                               f"{limit}, got {params['samples']}")
+    kernel = base_kernel(ctx, params["base"], params["base_parameters"])
     # The predicted class, score and probability are the clean image's, found once: a noisy
     # copy may well predict another class.
     logits = (await ctx.run(Kernel.of(logits_kernel), TensorRows.repeat(image, [0])))["logits"][0]
     resolved = tuple(int(logits.argmax()) if t == PREDICTED else t for t in targets)
     sigma = params["noise_level"] * float(image.max() - image.min())
     rows = NoisyRows(image, resolved, params["samples"], sigma, params["seed"])
-    means = await mean_attribution(ctx, BASES[params["base"]], rows, params["squared"])
+    means = await mean_attribution(ctx, kernel, rows, params["squared"])
     heatmaps = gradient_heatmap(means)
     probabilities = logits.softmax(0)
     return [Attribution(target=t, score=float(logits[t]), probability=float(probabilities[t]),
