@@ -79,7 +79,12 @@ def _type_link(type_name: str, package: str) -> str:
     return f"[{name}]({_WELL_KNOWN}{name.rsplit('.', 1)[-1].lower()})"
 
 
-def _field_type(field: descriptor_pb2.FieldDescriptorProto, package: str) -> str:
+def _field_type(field: descriptor_pb2.FieldDescriptorProto, package: str,
+                map_entries: dict | None = None) -> str:
+    entry = (map_entries or {}).get(field.type_name.rsplit(".", 1)[-1])
+    if entry is not None:  # map<K, V>: protoc's nested entry type with fields key and value
+        key, value = entry.field
+        return f"map<{_field_type(key, package)}, {_field_type(value, package)}>"
     if field.type_name:
         base = _type_link(field.type_name, package)
     else:
@@ -101,7 +106,9 @@ def _message_section(message, index: int, package: str, comment: _Comments) -> l
         real_oneof = field.HasField("oneof_index") and not field.proto3_optional
         if real_oneof:
             description = f"One of `{message.oneof_decl[field.oneof_index].name}`. {description}"
-        lines.append(f"| `{field.name}` | {field.number} | {_field_type(field, package)} | "
+        entries = {nested.name: nested for nested in message.nested_type
+                   if nested.options.map_entry}
+        lines.append(f"| `{field.name}` | {field.number} | {_field_type(field, package, entries)} | "
                      f"{description} |")
     return lines + [""]
 
@@ -131,7 +138,8 @@ def render_reference(descriptor: descriptor_pb2.FileDescriptorProto) -> str:
     package = descriptor.package
     comment = _Comments(descriptor)
     for message in descriptor.message_type:
-        if message.nested_type or message.enum_type:
+        # A map field's entry type is the one nested type protoc makes itself; see _field_type.
+        if message.enum_type or any(not nested.options.map_entry for nested in message.nested_type):
             raise ValueError(f"message {message.name} has nested types; teach proto/docs.py them")
     lines = [f"Package `{package}`, file `proto/{descriptor.name}`.", ""]
     for index, service in enumerate(descriptor.service):

@@ -15,7 +15,8 @@ from explainserve_client._proto import explainer_pb2_grpc as pb_grpc
 
 from explainserve import logs, metrics
 from explainserve.errors import ServiceError, Unavailable
-from explainserve.methods.explain.registry import list_methods
+from explainserve.methods.explain import sanity
+from explainserve.methods.explain.registry import get_method, list_methods
 from explainserve.api import embed as embed_api
 from explainserve.api import explain as explain_api
 from explainserve.api import maximize as maximize_api
@@ -133,3 +134,9 @@ class ExplainerServicer(pb_grpc.ExplainerServiceServicer):
             model = self._engine.registry.get(request.name)
             return pb.GetModelResponse(
                 model=explain_api.encode_model_info(model, list_methods(), self._devices))
+
+    async def ListMethods(self, request: pb.ListMethodsRequest, context) -> pb.ListMethodsResponse:
+        async with self._call("ListMethods", context):
+            return pb.ListMethodsResponse(methods=[
+                explain_api.encode_method_info(get_method(name), sanity.verdict(name))
+                for name in list_methods()])

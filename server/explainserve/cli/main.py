@@ -1,4 +1,4 @@
-"""`explainserve serve|models|explain|maximize|embed|demo`: the parser; each command is a
+"""`explainserve serve|models|methods|explain|maximize|embed|demo`: the parser; each command is a
 module of this package with `add_parser(commands)` and `run(args)`."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 import logging
 import os
 
-from explainserve.cli import demo, embed, explain, maximize, models, serve
+from explainserve.cli import demo, embed, explain, maximize, methods, models, serve
 from explainserve.config import ConfigError
 from explainserve.logs import configure_logging
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
                            "(default: $EXPLAINSERVE_LOG_FORMAT or text)")
     commands = root.add_subparsers(dest="command", required=True)
 
-    for command in (serve, models, explain, maximize, embed, demo):
+    for command in (serve, models, methods, explain, maximize, embed, demo):
         command.add_parser(commands)
     return root
 

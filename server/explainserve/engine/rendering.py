@@ -32,6 +32,7 @@ class Explanation:
     overlay_png: bytes | None = None
     box: tuple[int, int, int, int] | None = None  # x_min, y_min, x_max, y_max, inclusive
     grid_png: bytes | None = None
+    quality: dict[str, float] = field(default_factory=dict)  # faithfulness and method figures
 
 
 def explanations(model: LoadedModel, image: Tensor, attributions: list[Attribution],
@@ -58,7 +59,8 @@ def explanations(model: LoadedModel, image: Tensor, attributions: list[Attributi
             heatmap=heatmap if "heatmap" in outputs else None,
             tensors={name: tensor.numpy() for name, tensor in item.tensors.items()},
             overlay_png=overlay, box=box,
-            grid_png=render.image_png(item.grid.numpy()) if item.grid is not None else None))
+            grid_png=render.image_png(item.grid.numpy()) if item.grid is not None else None,
+            quality={name: float(value) for name, value in item.quality.items()}))
     return answers
 
 
@@ -71,6 +73,10 @@ def _check_finite(model: LoadedModel, item: Attribution) -> None:
             raise FailedPrecondition(
                 f"the {name} for target {item.target} of model {model.name!r} has NaN or Inf "
                 "values (the model's scores overflow for this input and these parameters)")
+    bad = sorted(name for name, value in item.quality.items() if not np.isfinite(value))
+    if bad:
+        raise FailedPrecondition(f"the quality figures {bad} for target {item.target} of model "
+                                 f"{model.name!r} are NaN or Inf")
 
 
 def frame_png(image: Tensor, model: LoadedModel) -> bytes:
