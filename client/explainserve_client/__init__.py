@@ -5,12 +5,14 @@ from .client import (
     ExplainServeError,
     Explanation,
     Layer,
+    LayerLayout,
     ModelDescription,
     ModelSummary,
     assemble_explanations,
 )
 from .embed import Embedding, ItemFailure, PatchHit
 from .maximize import MaximizeFrame, class_visualisations
+from .methods import MethodDescription, MethodParameter
 
 __all__ = [
     "Client",
@@ -19,7 +21,10 @@ __all__ = [
     "Explanation",
     "ItemFailure",
     "Layer",
+    "LayerLayout",
     "MaximizeFrame",
+    "MethodDescription",
+    "MethodParameter",
     "ModelDescription",
     "ModelSummary",
     "PatchHit",

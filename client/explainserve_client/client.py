@@ -11,16 +11,17 @@ import numpy as np
 from google.protobuf import struct_pb2
 
 from . import codec
+# MAX_MESSAGE_BYTES stays importable from here, where it was defined before channel.py.
+from .channel import (MAX_MESSAGE_BYTES, SERVICE_CONFIG, channel_options,  # noqa: F401
+                      open_channel, target_of)
 from ._proto import explainer_pb2 as pb
 from ._proto import explainer_pb2_grpc as pb_grpc
 from .embed import Embedding, assemble_embedding, embed_config, embed_requests
 from .images import ImageLike, to_input
 from .maximize import MaximizeFrame, assemble_frames, maximize_request
-from .wire_names import OUTPUTS
+from .methods import MethodDescription, decode_methods
+from .wire_names import BASELINES, FAITHFULNESS, OUTPUTS
 
-# Message limits are set explicitly on both sides; the server never relies on a raised limit
-# (large tensors arrive in chunks), so the default 4 MiB is also what it sends at most.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 
@@ -34,10 +35,28 @@ class ExplainServeError(Exception):
 
 
 @dataclass(frozen=True)
+class LayerLayout:
+    """How a layer's output reads as [channels, height, width] maps."""
+
+    kind: str = "none"  # nchw, nhwc, tokens or none
+    channels: int = 0
+    height: int = 0
+    width: int = 0
+    prefix_tokens: int = 0
+
+    def __str__(self) -> str:
+        if self.kind in ("none", ""):
+            return "none"
+        text = f"{self.kind} {self.channels}x{self.height}x{self.width}"
+        return text + (f" +{self.prefix_tokens} prefix" if self.prefix_tokens else "")
+
+
+@dataclass(frozen=True)
 class Layer:
     name: str
     type: str
     output_shape: tuple[int, ...]
+    layout: LayerLayout = LayerLayout()
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,9 @@ class Explanation:
     box: tuple[int, int, int, int] | None = None  # x_min, y_min, x_max, y_max (inclusive)
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     grid_png: bytes | None = None
+    # deletion_auc / insertion_auc when asked for (their curves are in tensors as
+    # deletion_curve / insertion_curve) and figures the method reports, e.g. completeness_gap
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 class Client:
@@ -84,7 +106,7 @@ class Client:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = 60.0,
         root_certificates: bytes | None = None,
@@ -92,21 +114,22 @@ class Client:
         client_key: bytes | None = None,
         token: str | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        service_config: Mapping[str, Any] | None = SERVICE_CONFIG,
     ) -> None:
-        channel_options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            *options,
-        ]
+        """target: one address, a gRPC target (`dns:///name:port` for a headless Service), or
+        several `host:port` addresses (a list, or one string with commas), balanced with
+        round_robin. service_config: the retry and balancing policy (default: the one of
+        docs/service_config.json); None sends none, and a `grpc.service_config` option wins."""
+        self._channel_options = channel_options(options, service_config)
+        self._credentials = None
         if root_certificates is not None:
-            credentials = grpc.ssl_channel_credentials(
+            self._credentials = grpc.ssl_channel_credentials(
                 root_certificates=root_certificates,
                 private_key=client_key,
                 certificate_chain=client_certificate,
             )
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._retired: list[grpc.Channel] = []
+        self._channel = open_channel(target_of(target), self._channel_options, self._credentials)
         self._stub = pb_grpc.ExplainerServiceStub(self._channel)
         self._timeout = timeout
         self._metadata: tuple[tuple[str, str], ...] = (
@@ -120,7 +143,17 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        for channel in (*self._retired, self._channel):
+            channel.close()
+        self._retired.clear()
+
+    def update_targets(self, target: str | Sequence[str]) -> None:
+        """Send new calls to another address list (as a headless Service's DNS answer changes):
+        a fresh channel for the new list; calls already running finish on the old one, which
+        stays open until close()."""
+        fresh = open_channel(target_of(target), self._channel_options, self._credentials)
+        self._retired.append(self._channel)
+        self._channel, self._stub = fresh, pb_grpc.ExplainerServiceStub(fresh)
 
     @property
     def stub(self) -> pb_grpc.ExplainerServiceStub:
@@ -136,6 +169,11 @@ class Client:
                           **self._call_options(timeout, None))
         return [ModelSummary(m.name, m.arch, m.num_classes, tuple(m.devices)) for m in response.models]
 
+    def list_methods(self, *, timeout: float | None = None) -> list[MethodDescription]:
+        """Every Explain method: parameters, needs and sanity-check verdict, by name."""
+        return decode_methods(_unary(self._stub.ListMethods, pb.ListMethodsRequest(),
+                                     **self._call_options(timeout, None)))
+
     def get_model(self, name: str, *, timeout: float | None = None) -> ModelDescription:
         info = _unary(self._stub.GetModel, pb.GetModelRequest(name=name),
                       **self._call_options(timeout, None)).model
@@ -143,7 +181,9 @@ class Client:
             name=info.name, arch=info.arch, num_classes=info.num_classes,
             input_size=(info.input_channels, info.input_height, info.input_width),
             mean=tuple(info.mean), std=tuple(info.std), labels=tuple(info.labels),
-            layers=tuple(Layer(l.name, l.type, tuple(l.output_shape)) for l in info.layers),
+            layers=tuple(Layer(l.name, l.type, tuple(l.output_shape), LayerLayout(
+                l.layout.kind or "none", l.layout.channels, l.layout.height, l.layout.width,
+                l.layout.prefix_tokens)) for l in info.layers),
             default_layer=info.default_layer, methods=tuple(info.methods),
             devices=tuple(info.devices),
         )
@@ -161,6 +201,11 @@ class Client:
         outputs: Sequence[str] = ("attribution", "heatmap"),
         overlay: bool = False,
         box: bool = False,
+        evaluate: Sequence[str] = (),
+        evaluation_steps: int = 0,
+        evaluation_baseline: str | None = None,
+        evaluation_constant: float = 0.0,
+        evaluation_blur_sigma: float = 0.0,
         timeout: float | None = None,
         request_id: str | None = None,
         **params: Any,
@@ -169,10 +214,16 @@ class Client:
 
         targets: class indices, or None for the top_k predicted classes (default: the top one).
         params: the method's parameters, e.g. window=32, stride=2 for occlusion.
+        evaluate: faithfulness scores per target, "deletion" and/or "insertion" (Petsiuk et
+        al. 2018), in evaluation_steps steps (0: the server's 64) towards evaluation_baseline
+        ("blur", "constant" or None for each score's default); see Explanation.quality.
         """
-        request = self.explain_request(image, model, method, targets, layer, top_k=top_k,
-                                       extra_layers=extra_layers, outputs=outputs,
-                                       overlay=overlay, box=box, **params)
+        request = self.explain_request(
+            image, model, method, targets, layer, top_k=top_k, extra_layers=extra_layers,
+            outputs=outputs, overlay=overlay, box=box, evaluate=evaluate,
+            evaluation_steps=evaluation_steps, evaluation_baseline=evaluation_baseline,
+            evaluation_constant=evaluation_constant, evaluation_blur_sigma=evaluation_blur_sigma,
+            **params)
         stream = self._stub.Explain(request, **self._call_options(timeout, request_id))
         try:
             return assemble_explanations(stream)
@@ -184,7 +235,9 @@ class Client:
         image: ImageLike, model: str, method: str, targets: Iterable[int] | int | None = None,
         layer: str | None = None, *, top_k: int = 0, extra_layers: Sequence[str] = (),
         outputs: Sequence[str] = ("attribution", "heatmap"), overlay: bool = False,
-        box: bool = False, **params: Any,
+        box: bool = False, evaluate: Sequence[str] = (), evaluation_steps: int = 0,
+        evaluation_baseline: str | None = None, evaluation_constant: float = 0.0,
+        evaluation_blur_sigma: float = 0.0, **params: Any,
     ) -> pb.ExplainRequest:
         """Build the ExplainRequest that explain() sends (useful for custom stubs and tests)."""
         if isinstance(targets, (int, np.integer)):
@@ -193,6 +246,14 @@ class Client:
         unknown = [name for name in wanted if name not in OUTPUTS]
         if unknown:
             raise ValueError(f"unknown outputs {unknown}; choose from {sorted(OUTPUTS)}")
+        if isinstance(evaluate, str):
+            evaluate = [evaluate]
+        unknown = [name for name in evaluate if name not in FAITHFULNESS]
+        if unknown:
+            raise ValueError(f"unknown evaluate {unknown}; choose from {sorted(FAITHFULNESS)}")
+        if evaluation_baseline is not None and evaluation_baseline not in BASELINES:
+            raise ValueError(f"unknown evaluation_baseline {evaluation_baseline!r}; choose from "
+                             f"{sorted(BASELINES)}")
         parameters = struct_pb2.Struct()
         parameters.update(_plain(params))
         return pb.ExplainRequest(
@@ -200,6 +261,11 @@ class Client:
             targets=[int(t) for t in targets or ()], top_k=top_k, layer=layer or "",
             extra_layers=list(extra_layers), parameters=parameters,
             outputs=[OUTPUTS[name] for name in dict.fromkeys(wanted)],
+            evaluate=[FAITHFULNESS[name] for name in dict.fromkeys(evaluate)],
+            evaluation=pb.EvaluationOptions(
+                steps=evaluation_steps, constant=evaluation_constant,
+                blur_sigma=evaluation_blur_sigma,
+                baseline=BASELINES[evaluation_baseline] if evaluation_baseline else 0),
         )
 
     def embed(
@@ -290,6 +356,7 @@ def assemble_explanations(responses: Iterable[pb.ExplainResponse]) -> list[Expla
             explanation.overlay_png = response.overlay_png
         if response.grid_png:
             explanation.grid_png = response.grid_png
+        explanation.quality.update(response.quality)
         if response.HasField("box"):
             b = response.box
             explanation.box = (b.x_min, b.y_min, b.x_max, b.y_max)

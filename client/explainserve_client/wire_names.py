@@ -14,6 +14,10 @@ from ._proto import explainer_pb2 as pb
 OUTPUTS = {"attribution": pb.OUTPUT_ATTRIBUTION, "heatmap": pb.OUTPUT_HEATMAP,
            "overlay": pb.OUTPUT_OVERLAY_PNG, "box": pb.OUTPUT_BOX}
 DEFAULT_OUTPUTS = ("attribution", "heatmap")
+# Faithfulness scores (Petsiuk et al. 2018) and the baselines they perturb towards; an
+# UNSPECIFIED baseline means each score's own default (the server's faithfulness module).
+FAITHFULNESS = {"deletion": pb.FAITHFULNESS_DELETION, "insertion": pb.FAITHFULNESS_INSERTION}
+BASELINES = {"blur": pb.BASELINE_BLUR, "constant": pb.BASELINE_CONSTANT}
 
 OBJECTIVES = {"class": pb.OBJECTIVE_CLASS, "channel": pb.OBJECTIVE_CHANNEL,
               "neuron": pb.OBJECTIVE_NEURON, "inversion": pb.OBJECTIVE_INVERSION}

@@ -3,8 +3,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -25,6 +24,18 @@ class Output(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTPUT_HEATMAP: _ClassVar[Output]
     OUTPUT_OVERLAY_PNG: _ClassVar[Output]
     OUTPUT_BOX: _ClassVar[Output]
+
+class Faithfulness(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAITHFULNESS_UNSPECIFIED: _ClassVar[Faithfulness]
+    FAITHFULNESS_DELETION: _ClassVar[Faithfulness]
+    FAITHFULNESS_INSERTION: _ClassVar[Faithfulness]
+
+class Baseline(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BASELINE_UNSPECIFIED: _ClassVar[Baseline]
+    BASELINE_BLUR: _ClassVar[Baseline]
+    BASELINE_CONSTANT: _ClassVar[Baseline]
 
 class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -77,6 +88,12 @@ OUTPUT_ATTRIBUTION: Output
 OUTPUT_HEATMAP: Output
 OUTPUT_OVERLAY_PNG: Output
 OUTPUT_BOX: Output
+FAITHFULNESS_UNSPECIFIED: Faithfulness
+FAITHFULNESS_DELETION: Faithfulness
+FAITHFULNESS_INSERTION: Faithfulness
+BASELINE_UNSPECIFIED: Baseline
+BASELINE_BLUR: Baseline
+BASELINE_CONSTANT: Baseline
 OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_CLASS: Objective
 OBJECTIVE_CHANNEL: Objective
@@ -125,7 +142,7 @@ class Input(_message.Message):
     def __init__(self, encoded_image: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "method", "input", "targets", "top_k", "layer", "extra_layers", "parameters", "outputs")
+    __slots__ = ("model", "method", "input", "targets", "top_k", "layer", "extra_layers", "parameters", "outputs", "evaluate", "evaluation")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +152,8 @@ class ExplainRequest(_message.Message):
     EXTRA_LAYERS_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATE_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     model: str
     method: str
     input: Input
@@ -144,7 +163,21 @@ class ExplainRequest(_message.Message):
     extra_layers: _containers.RepeatedScalarFieldContainer[str]
     parameters: _struct_pb2.Struct
     outputs: _containers.RepeatedScalarFieldContainer[Output]
-    def __init__(self, model: _Optional[str] = ..., method: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., layer: _Optional[str] = ..., extra_layers: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, str]]] = ...) -> None: ...
+    evaluate: _containers.RepeatedScalarFieldContainer[Faithfulness]
+    evaluation: EvaluationOptions
+    def __init__(self, model: _Optional[str] = ..., method: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., layer: _Optional[str] = ..., extra_layers: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, str]]] = ..., evaluate: _Optional[_Iterable[_Union[Faithfulness, str]]] = ..., evaluation: _Optional[_Union[EvaluationOptions, _Mapping]] = ...) -> None: ...
+
+class EvaluationOptions(_message.Message):
+    __slots__ = ("steps", "baseline", "constant", "blur_sigma")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    CONSTANT_FIELD_NUMBER: _ClassVar[int]
+    BLUR_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    baseline: Baseline
+    constant: float
+    blur_sigma: float
+    def __init__(self, steps: _Optional[int] = ..., baseline: _Optional[_Union[Baseline, str]] = ..., constant: _Optional[float] = ..., blur_sigma: _Optional[float] = ...) -> None: ...
 
 class BoundingBox(_message.Message):
     __slots__ = ("x_min", "y_min", "x_max", "y_max")
@@ -159,7 +192,14 @@ class BoundingBox(_message.Message):
     def __init__(self, x_min: _Optional[int] = ..., y_min: _Optional[int] = ..., x_max: _Optional[int] = ..., y_max: _Optional[int] = ...) -> None: ...
 
 class ExplainResponse(_message.Message):
-    __slots__ = ("target_index", "target", "label", "score", "probability", "attribution", "heatmap", "overlay_png", "box", "tensors", "grid_png", "complete")
+    __slots__ = ("target_index", "target", "label", "score", "probability", "attribution", "heatmap", "overlay_png", "box", "tensors", "grid_png", "complete", "quality")
+    class QualityEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TARGET_INDEX_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +212,7 @@ class ExplainResponse(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     GRID_PNG_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
     target_index: int
     target: int
     label: str
@@ -184,7 +225,8 @@ class ExplainResponse(_message.Message):
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     grid_png: bytes
     complete: bool
-    def __init__(self, target_index: _Optional[int] = ..., target: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., box: _Optional[_Union[BoundingBox, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., grid_png: _Optional[bytes] = ..., complete: _Optional[bool] = ...) -> None: ...
+    quality: _containers.ScalarMap[str, float]
+    def __init__(self, target_index: _Optional[int] = ..., target: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., probability: _Optional[float] = ..., attribution: _Optional[_Union[Tensor, _Mapping]] = ..., heatmap: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., box: _Optional[_Union[BoundingBox, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., grid_png: _Optional[bytes] = ..., complete: bool = ..., quality: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class MaximizeRequest(_message.Message):
     __slots__ = ("model", "objective", "classes", "layer", "channels", "neuron_y", "neuron_x", "reference", "initialization", "steps", "frame_every", "seed", "parameters", "frame_formats")
@@ -238,7 +280,7 @@ class MaximizeResponse(_message.Message):
     image: Tensor
     predicted_class: int
     probability: float
-    def __init__(self, image_index: _Optional[int] = ..., unit: _Optional[int] = ..., step: _Optional[int] = ..., final_frame: _Optional[bool] = ..., objective_value: _Optional[float] = ..., image_png: _Optional[bytes] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_class: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
+    def __init__(self, image_index: _Optional[int] = ..., unit: _Optional[int] = ..., step: _Optional[int] = ..., final_frame: bool = ..., objective_value: _Optional[float] = ..., image_png: _Optional[bytes] = ..., image: _Optional[_Union[Tensor, _Mapping]] = ..., predicted_class: _Optional[int] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class UnitRef(_message.Message):
     __slots__ = ("layer", "channel")
@@ -270,7 +312,7 @@ class EmbedConfig(_message.Message):
     top_units: _containers.RepeatedCompositeFieldContainer[UnitRef]
     top_k: int
     return_vectors: bool
-    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., projection: _Optional[_Union[Projection, str]] = ..., projection_dims: _Optional[int] = ..., neighbours: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., top_units: _Optional[_Iterable[_Union[UnitRef, _Mapping]]] = ..., top_k: _Optional[int] = ..., return_vectors: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., layer: _Optional[str] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., projection: _Optional[_Union[Projection, str]] = ..., projection_dims: _Optional[int] = ..., neighbours: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., top_units: _Optional[_Iterable[_Union[UnitRef, _Mapping]]] = ..., top_k: _Optional[int] = ..., return_vectors: bool = ...) -> None: ...
 
 class EmbedItem(_message.Message):
     __slots__ = ("id", "input", "label")
@@ -360,7 +402,7 @@ class EmbedSummary(_message.Message):
     neighbour_distances: Tensor
     top_patches: _containers.RepeatedCompositeFieldContainer[UnitPatches]
     complete: bool
-    def __init__(self, count: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ..., projection: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_indices: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_distances: _Optional[_Union[Tensor, _Mapping]] = ..., top_patches: _Optional[_Iterable[_Union[UnitPatches, _Mapping]]] = ..., complete: _Optional[bool] = ...) -> None: ...
+    def __init__(self, count: _Optional[int] = ..., indices: _Optional[_Iterable[int]] = ..., projection: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_indices: _Optional[_Union[Tensor, _Mapping]] = ..., neighbour_distances: _Optional[_Union[Tensor, _Mapping]] = ..., top_patches: _Optional[_Iterable[_Union[UnitPatches, _Mapping]]] = ..., complete: bool = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
     __slots__ = ("vector", "summary")
@@ -399,14 +441,30 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class LayerInfo(_message.Message):
-    __slots__ = ("name", "type", "output_shape")
+    __slots__ = ("name", "type", "output_shape", "layout")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
     output_shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    layout: LayerLayout
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., output_shape: _Optional[_Iterable[int]] = ..., layout: _Optional[_Union[LayerLayout, _Mapping]] = ...) -> None: ...
+
+class LayerLayout(_message.Message):
+    __slots__ = ("kind", "channels", "height", "width", "prefix_tokens")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    channels: int
+    height: int
+    width: int
+    prefix_tokens: int
+    def __init__(self, kind: _Optional[str] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., prefix_tokens: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "arch", "num_classes", "input_channels", "input_height", "input_width", "mean", "std", "labels", "layers", "default_layer", "methods", "devices")
@@ -443,3 +501,61 @@ class GetModelResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class ListMethodsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class MethodParameter(_message.Message):
+    __slots__ = ("name", "type", "default_value", "minimum", "maximum", "choices", "help")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_FIELD_NUMBER: _ClassVar[int]
+    MAXIMUM_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default_value: _struct_pb2.Value
+    minimum: float
+    maximum: float
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    help: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., minimum: _Optional[float] = ..., maximum: _Optional[float] = ..., choices: _Optional[_Iterable[str]] = ..., help: _Optional[str] = ...) -> None: ...
+
+class SanityCheck(_message.Message):
+    __slots__ = ("verdict", "detail")
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    verdict: str
+    detail: str
+    def __init__(self, verdict: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class MethodInfo(_message.Message):
+    __slots__ = ("name", "description", "parameters", "needs_target", "uses_layer", "spatial_layer", "needs_gradients", "smoothgrad_base", "sanity")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_TARGET_FIELD_NUMBER: _ClassVar[int]
+    USES_LAYER_FIELD_NUMBER: _ClassVar[int]
+    SPATIAL_LAYER_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    SMOOTHGRAD_BASE_FIELD_NUMBER: _ClassVar[int]
+    SANITY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters: _containers.RepeatedCompositeFieldContainer[MethodParameter]
+    needs_target: bool
+    uses_layer: bool
+    spatial_layer: bool
+    needs_gradients: bool
+    smoothgrad_base: bool
+    sanity: SanityCheck
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[MethodParameter, _Mapping]]] = ..., needs_target: bool = ..., uses_layer: bool = ..., spatial_layer: bool = ..., needs_gradients: bool = ..., smoothgrad_base: bool = ..., sanity: _Optional[_Union[SanityCheck, _Mapping]] = ...) -> None: ...
+
+class ListMethodsResponse(_message.Message):
+    __slots__ = ("methods",)
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    methods: _containers.RepeatedCompositeFieldContainer[MethodInfo]
+    def __init__(self, methods: _Optional[_Iterable[_Union[MethodInfo, _Mapping]]] = ...) -> None: ...

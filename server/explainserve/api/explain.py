@@ -15,6 +15,8 @@ from explainserve.engine.explain import ExplainQuery, ExplainResult
 from explainserve.errors import InvalidArgument
 
 _OUTPUT_NAMES = wire_names.names_by_value(wire_names.OUTPUTS)
+_FAITHFULNESS_NAMES = wire_names.names_by_value(wire_names.FAITHFULNESS)
+_BASELINE_NAMES = wire_names.names_by_value(wire_names.BASELINES, unspecified="")
 
 
 def decode_explain(request: pb.ExplainRequest, time_remaining: float | None) -> ExplainQuery:
@@ -28,7 +30,24 @@ def decode_explain(request: pb.ExplainRequest, time_remaining: float | None) -> 
         extra_layers=tuple(request.extra_layers),
         params=json_format.MessageToDict(request.parameters),
         deadline=deadline_of(time_remaining), outputs=_outputs(request.outputs),
+        evaluate=_evaluate(request.evaluate), **_evaluation_options(request.evaluation),
     )
+
+
+def _evaluate(values) -> tuple[str, ...]:
+    unknown = [value for value in values if value not in _FAITHFULNESS_NAMES]
+    if unknown:
+        raise InvalidArgument(f"evaluate {unknown} are not known values; choose from "
+                              f"{[pb.Faithfulness.Name(v) for v in _FAITHFULNESS_NAMES]}")
+    return tuple(_FAITHFULNESS_NAMES[value] for value in values)
+
+
+def _evaluation_options(options: pb.EvaluationOptions) -> dict:
+    if options.baseline not in _BASELINE_NAMES:
+        raise InvalidArgument(f"evaluation baseline {options.baseline} is not a known value; "
+                              f"choose from {list(pb.Baseline.keys())}")
+    return {"evaluation_steps": options.steps, "baseline": _BASELINE_NAMES[options.baseline],
+            "baseline_constant": options.constant, "blur_sigma": options.blur_sigma}
 
 
 def _outputs(values) -> frozenset[str]:
@@ -58,6 +77,7 @@ def encode_explain(result: ExplainResult, chunk_bytes: int) -> Iterator[pb.Expla
             head.box.CopyFrom(pb.BoundingBox(x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max))
         if item.grid_png is not None:
             head.grid_png = item.grid_png
+        head.quality.update(item.quality)
         yield from _with_chunks(head, tensors, chunk_bytes)
 
 
@@ -89,9 +109,35 @@ def encode_model_info(model, methods: list[str], devices: list[str]) -> pb.Model
         name=model.name, arch=config.arch, num_classes=config.num_classes,
         input_channels=channels, input_height=height, input_width=width,
         mean=list(config.mean), std=list(config.std), labels=list(model.labels),
-        layers=[pb.LayerInfo(name=l.name, type=l.type, output_shape=list(l.output_shape))
+        layers=[pb.LayerInfo(name=l.name, type=l.type, output_shape=list(l.output_shape),
+                             layout=pb.LayerLayout(
+                                 kind=l.layout.kind, channels=l.layout.channels,
+                                 height=l.layout.height, width=l.layout.width,
+                                 prefix_tokens=l.layout.prefix_tokens))
                 for l in model.layers],
         default_layer=model.default_layer, methods=methods, devices=devices,
     )
 
+
+_PARAM_TYPES = {int: "int", float: "float", bool: "bool", str: "string"}
+
+
+def encode_method_info(spec, sanity) -> pb.MethodInfo:
+    """A registered MethodSpec and its sanity-check verdict on the wire."""
+    parameters = []
+    for param in spec.params:
+        entry = pb.MethodParameter(name=param.name, type=_PARAM_TYPES[param.kind],
+                                   choices=list(param.choices or ()), help=param.help)
+        json_format.ParseDict(param.default, entry.default_value)  # a JSON value, as sent
+        if param.minimum is not None:
+            entry.minimum = param.minimum
+        if param.maximum is not None:
+            entry.maximum = param.maximum
+        parameters.append(entry)
+    return pb.MethodInfo(
+        name=spec.name, description=spec.description, parameters=parameters,
+        needs_target=spec.needs_target, uses_layer=spec.uses_layer,
+        spatial_layer=spec.spatial_layer, needs_gradients=spec.needs_gradients,
+        smoothgrad_base=spec.gradient_kernel is not None,
+        sanity=pb.SanityCheck(verdict=sanity.verdict, detail=sanity.detail))
 

@@ -91,8 +91,12 @@ class EmbedSession:
         return layer
 
     def _check_unit(self, layer: str, channel: int) -> None:
-        shape = self._model.check_layer(layer).output_shape
-        if not shape or not 0 <= channel < shape[0]:
+        description = self._model.check_layer(layer)
+        shape = description.output_shape
+        # channels-last and token layers hold their channels last (models/layouts.py)
+        count = description.layout.channels if description.layout.kind in ("nhwc", "tokens") else (
+            shape[0] if shape else 0)
+        if not shape or not 0 <= channel < count:
             raise OutOfRange(f"channel {channel} of layer {layer!r} is out of range: the layer "
                              f"has output shape {list(shape)}")
 
@@ -109,8 +113,12 @@ class EmbedSession:
         # Past the penultimate layer only the classifier is left: finish the pass and report
         # the predicted class. A module called twice per pass cannot be a stopping point.
         full = (head and order[deepest] >= order[head]) or calls > 1
+        layouts = {layer.name: layer.layout for layer in self._model.layers}
+        read = dict.fromkeys([self.layer, *(u for u, _ in self._spec.units)])
         self._kernel = Kernel.of(embed_kernel, layer=self.layer, pooling=self._spec.pooling,
-                                 units=self._spec.units, stop_after=None if full else deepest)
+                                 units=self._spec.units, stop_after=None if full else deepest,
+                                 layouts=tuple((name, layouts[name]) for name in read
+                                               if layouts[name].kind in ("nhwc", "tokens")))
 
     async def run(self, events: AsyncIterator[EmbedInput | Finish]) -> AsyncIterator[VectorResult | SetSummary]:
         """Results in stream order, then a summary at each Finish and at the end of the stream.

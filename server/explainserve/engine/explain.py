@@ -4,6 +4,7 @@ a context whose `run` goes through the batcher, and render what the caller asked
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +14,14 @@ from explainserve.engine import rendering
 from explainserve.engine.core import BatchedContext, Engine, ImageInput
 from explainserve.errors import InvalidArgument, OutOfRange
 from explainserve.methods.base import PREDICTED, Kernel, TensorRows, parse_params
+from explainserve.methods.explain import faithfulness
 from explainserve.methods.explain.predict import logits_kernel
 from explainserve.methods.explain.registry import MethodSpec, get_method
 from explainserve.models.registry import LoadedModel
+
+# A wider Gaussian than this is a constant image in all but name, at the price of a huge kernel.
+MAX_BLUR_SIGMA = 100.0
+
 
 @dataclass(frozen=True)
 class ExplainQuery:
@@ -31,6 +37,11 @@ class ExplainQuery:
     params: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None  # time.monotonic()
     outputs: frozenset[str] = frozenset({"attribution", "heatmap"})  # wire_names.OUTPUTS keys
+    evaluate: tuple[str, ...] = ()  # faithfulness.METRICS
+    evaluation_steps: int = 0  # 0: faithfulness.DEFAULT_STEPS
+    baseline: str = ""  # "", "blur" or "constant"; "": each metric's RISE default
+    baseline_constant: float = 0.0
+    blur_sigma: float = 0.0  # 0: faithfulness.DEFAULT_BLUR_SIGMA
 
 
 @dataclass(frozen=True)
@@ -46,13 +57,40 @@ async def explain(engine: Engine, query: ExplainQuery) -> ExplainResult:
     for extra in query.extra_layers:
         model.check_layer(extra)
     params = parse_params(method.name, method.params, query.params)
+    evaluation = _evaluation(engine, query)
     image = await engine.prepare(model, query.image)
     context = engine.context(model, query.deadline, query.extra_layers)
     targets = await _targets(context, engine, model, image, query)
     attributions = await method.run(context, image, targets, layer, params)
+    if evaluation is not None:
+        await faithfulness.evaluate(context, image, method.name, attributions, evaluation)
     explanations = await asyncio.to_thread(rendering.explanations, model, image, attributions,
                                            query.outputs)
     return ExplainResult(model, explanations)
+
+
+def _evaluation(engine: Engine, query: ExplainQuery) -> faithfulness.Evaluation | None:
+    """The request's faithfulness scores, checked before any device work is spent."""
+    if not query.evaluate:
+        return None
+    unknown = [name for name in query.evaluate if name not in faithfulness.METRICS]
+    if unknown:
+        raise InvalidArgument(f"evaluate {unknown} are not known scores; choose from "
+                              f"{list(faithfulness.METRICS)}")
+    steps = query.evaluation_steps or faithfulness.DEFAULT_STEPS
+    most = engine.limits.max_evaluate_steps
+    if not 1 <= steps <= most:
+        raise InvalidArgument(f"evaluation steps must be between 1 and {most}, got {steps}")
+    if query.baseline not in ("", faithfulness.BLUR, faithfulness.CONSTANT):
+        raise InvalidArgument(f"baseline {query.baseline!r} is not known; choose from "
+                              f"{[faithfulness.BLUR, faithfulness.CONSTANT]}")
+    sigma = query.blur_sigma or faithfulness.DEFAULT_BLUR_SIGMA
+    if not (math.isfinite(sigma) and 0 < sigma <= MAX_BLUR_SIGMA):
+        raise InvalidArgument(f"blur_sigma must be in (0, {MAX_BLUR_SIGMA}] pixels, got {sigma}")
+    if not math.isfinite(query.baseline_constant):
+        raise InvalidArgument(f"baseline constant must be finite, got {query.baseline_constant}")
+    return faithfulness.Evaluation(tuple(dict.fromkeys(query.evaluate)), steps, query.baseline,
+                                   query.baseline_constant, sigma)
 
 
 def _layer(model: LoadedModel, method: MethodSpec, requested: str) -> str:
@@ -65,7 +103,10 @@ def _layer(model: LoadedModel, method: MethodSpec, requested: str) -> str:
     if method.spatial_layer and not layer.layout.spatial:
         raise InvalidArgument(
             f"layer {layer.name!r} has output shape {list(layer.output_shape)}, which has no "
-            f"spatial [K, h, w] form that method {method.name!r} needs")
+            f"spatial [K, h, w] form that method {method.name!r} needs; if it holds channel "
+            f"maps, declare their layout in the model repository: [models.{model.name}.layouts] "
+            f"\"{layer.name}\" = {{ kind = \"nchw\" }} (or \"nhwc\" for [h, w, K], or "
+            f"\"tokens\" with prefix_tokens = P for [P + h*w, K])")
     return layer.name
 
 

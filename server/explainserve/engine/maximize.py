@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from explainserve.engine.core import Engine
+from explainserve.engine.maximize_checks import layer_layout
 from explainserve.engine.maximize_checks import (check_counts, check_layer, check_neuron,
                                                  check_size, check_units, layer_shape,
                                                  reference_image)
@@ -135,7 +136,7 @@ async def _prepare(engine: Engine, query: MaximizeQuery) -> _Run:
     code = code.expand(len(rows), *code.shape[1:])
     plan = AscentPlan(objective=spec.name, layer=layer, image_shape=image_shape,
                       mean=tuple(model.config.mean), std=tuple(model.config.std),
-                      code_shape=tuple(code.shape[1:]),
+                      code_shape=tuple(code.shape[1:]), layout=layer_layout(model, layer, shape),
                       **{k: v for k, v in params.items() if k in _PLAN_FIELDS})
     start = _start(plan, spec.start(query.initialization), query.seed, reference, len(rows))
     logger.debug("maximize %s on %s: %d images x %d restarts, %d steps", spec.name, model.name,

@@ -3,6 +3,7 @@ failure names the bad value (INVALID_ARGUMENT, OUT_OF_RANGE or NOT_FOUND)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,7 @@ from explainserve.methods.base import Kernel, TensorRows
 from explainserve.methods.maximize.layers import layer_kernel
 from explainserve.methods.maximize.registry import (ObjectiveSpec, Unit, get_objective,
                                                     list_objectives)
+from explainserve.models.layouts import NONE, LayerLayout
 from explainserve.models.registry import LoadedModel
 from explainserve.scheduling.batcher import run_job
 
@@ -67,7 +69,15 @@ async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery,
     """The layer's output shape for one image; at a size other than the model's, one probe
     pass finds it (and whether the model runs at that size at all)."""
     if image_shape == model.input_shape:
-        return tuple(model.facts.layer_shapes[layer]) if layer else (model.config.num_classes,)
+        if not layer:
+            return (model.config.num_classes,)
+        layout = model.facts.layer_layouts[layer]
+        if layout.kind in ("nhwc", "tokens"):
+            return (layout.channels, layout.height, layout.width)  # read as channel maps
+        return tuple(model.facts.layer_shapes[layer])
+    if layer and model.facts.layer_layouts[layer].kind == "tokens":
+        raise InvalidArgument(f"parameter 'size' must be 0 for layer {layer!r}: its patch tokens "
+                              f"are laid out for the model's input size")
     if uses_reference(query, spec):
         with_reference = [name for name in list_objectives() if get_objective(name).needs_reference]
         raise InvalidArgument(f"parameter 'size' must be 0 for {' and '.join(with_reference)} "
@@ -81,7 +91,18 @@ async def layer_shape(engine: Engine, model: LoadedModel, query: MaximizeQuery,
     except (RuntimeError, ValueError) as error:
         raise InvalidArgument(f"model {model.name!r} cannot run at size {image_shape[1]}: "
                               f"{str(error)[:200]}") from None
-    return tuple(outputs["code"].shape[1:])
+    shape = tuple(outputs["code"].shape[1:])
+    if layer and model.facts.layer_layouts[layer].kind == "nhwc" and len(shape) == 3:
+        return (shape[2], shape[0], shape[1])
+    return shape
+
+
+def layer_layout(model: LoadedModel, layer: str, shape: tuple[int, ...]) -> LayerLayout:
+    """The plan's layout: the layer's own, on the channel-map grid of this image size."""
+    layout = model.facts.layer_layouts[layer] if layer else NONE
+    if layout.kind not in ("nhwc", "tokens") or len(shape) != 3:
+        return NONE
+    return dataclasses.replace(layout, channels=shape[0], height=shape[1], width=shape[2])
 
 
 def check_units(model: LoadedModel, query: MaximizeQuery, spec: ObjectiveSpec,

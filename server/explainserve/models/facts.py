@@ -18,5 +18,12 @@ class ModelFacts:
     input_size: tuple[int, int, int]  # C, H, W
     layer_shapes: Mapping[str, tuple[int, ...]]
     layer_types: Mapping[str, str]
+    # the preprocessing's per-channel normalisation x = (pixel - mean) / std, pixel in [0, 1]:
+    # what "a black image" is in the model's input space
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     # how each layer's output reads as [K, h, w] channel maps (models/layouts.py)
     layer_layouts: Mapping[str, LayerLayout] = field(default_factory=dict)
+    # self-attention modules in forward order (outermost where they nest); their outputs may
+    # be tuples, so they need not be layers
+    attention_modules: tuple[str, ...] = ()

@@ -7,6 +7,7 @@ pickled module is never loaded. Layer names are looked up only among `named_modu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -22,7 +23,8 @@ from explainserve.config import ConfigError, ModelConfig
 from explainserve.errors import not_found
 from explainserve import hooks
 from explainserve.models.facts import ModelFacts
-from explainserve.models.layouts import LayerLayout, nchw_layout
+from explainserve.models import architectures
+from explainserve.models.layouts import LayerLayout, infer_layouts, make_layout, patch_grid
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,14 @@ class LoadedModel:
             layer_shapes={layer.name: layer.output_shape for layer in self.layers},
             layer_types={layer.name: layer.type for layer in self.layers},
             layer_layouts={layer.name: layer.layout for layer in self.layers},
+            mean=tuple(self.config.mean), std=tuple(self.config.std),
+            attention_modules=self.attention_modules,
         )
+
+    @property
+    def attention_modules(self) -> tuple[str, ...]:
+        table = dict(self.module.named_modules())
+        return tuple(architectures.attention_modules(table, list(table)))
 
     def check_layer(self, name: str) -> LayerDescription:
         for layer in self.layers:
@@ -76,10 +85,23 @@ class LoadedModel:
 
 def build_module(config: ModelConfig) -> nn.Module:
     kind, _, target = config.arch.partition(":")
+    options = dict(config.options)
     if kind == "torchvision":
         if target not in torchvision.models.list_models():
             raise ConfigError(f"model {config.name!r}: unknown torchvision architecture {target!r}")
-        return torchvision.models.get_model(target, weights=None, num_classes=config.num_classes)
+        try:
+            return torchvision.models.get_model(target, weights=None,
+                                                num_classes=config.num_classes, **options)
+        except TypeError as error:
+            raise ConfigError(f"model {config.name!r}: torchvision architecture {target!r} "
+                              f"rejects options {sorted(options)}: {error}") from None
+    if kind == "timm":
+        return architectures.build_timm(config.name, target, config.num_classes, options)
+    if kind == "hf":
+        return architectures.build_hf(config.name, target, config.num_classes)
+    if options:
+        raise ConfigError(f"model {config.name!r}: options are for torchvision and timm "
+                          f"architectures, not {kind!r}")
     if kind == "python":
         module_name, _, attribute = target.partition(":")
         try:
@@ -89,7 +111,8 @@ def build_module(config: ModelConfig) -> nn.Module:
         takes_classes = "num_classes" in inspect.signature(factory).parameters
         return factory(num_classes=config.num_classes) if takes_classes else factory()
     raise ConfigError(
-        f"model {config.name!r}: arch {config.arch!r} must start with 'torchvision:' or 'python:'"
+        f"model {config.name!r}: arch {config.arch!r} must start with 'torchvision:', 'timm:', "
+        f"'hf:' or 'python:'"
     )
 
 
@@ -126,9 +149,10 @@ def load_model(config: ModelConfig) -> LoadedModel:
     # A serving replica never trains: eval mode (BatchNorm statistics, no dropout) and frozen
     # parameters, so explanation backward passes compute input or layer gradients only.
     module.eval().requires_grad_(False)
-    layers = describe_layers(module, (len(config.mean), *config.input_size))
+    input_shape = (len(config.mean), *config.input_size)
+    layers = declare_layouts(config, describe_layers(module, input_shape), module)
     labels = read_labels(config)
-    default_layer = config.default_layer or last_spatial_layer(layers)
+    default_layer = config.default_layer or default_layer_of(module, layers, input_shape)
     if default_layer and default_layer not in {layer.name for layer in layers}:
         raise ConfigError(f"model {config.name!r}: default_layer {default_layer!r} is not a module path")
     channels_last = channels_last_works(module, (len(config.mean), *config.input_size))
@@ -173,16 +197,48 @@ def describe_layers(module: nn.Module, input_shape: tuple[int, int, int]) -> tup
         logits = module(torch.zeros(1, *input_shape))
     if logits.ndim != 2:
         raise ConfigError(f"model output has shape {list(logits.shape)}, expected [N, classes]")
-    return tuple(
-        LayerDescription(name, type(modules[name]).__name__, shape, nchw_layout(shape))
-        for name in captured.order if name in captured.outputs
-        for shape in [tuple(captured.outputs[name].shape[1:])]
-    )
+    shapes = {name: tuple(captured.outputs[name].shape[1:])
+              for name in captured.order if name in captured.outputs}
+    layouts = infer_layouts(modules, shapes)
+    return tuple(LayerDescription(name, type(modules[name]).__name__, shape, layouts[name])
+                 for name, shape in shapes.items())
 
 
-def last_spatial_layer(layers: tuple[LayerDescription, ...]) -> str:
-    """The last layer with a spatial output, or "" for a model without one (layer methods
-    then need an explicit layer)."""
+def declare_layouts(config: ModelConfig, layers: tuple[LayerDescription, ...],
+                    module: nn.Module) -> tuple[LayerDescription, ...]:
+    """The layouts the model repository declares, checked against each layer's output."""
+    by_name = {layer.name: layer for layer in layers}
+    table = dict(module.named_modules())
+    grid = patch_grid(table, {layer.name: layer.output_shape for layer in layers})
+    declared = {}
+    for name, declaration in config.layouts:
+        if name not in by_name:
+            raise ConfigError(f"model {config.name!r}: layouts names layer {name!r}, which is not "
+                              f"a module with a tensor output")
+        own_grid = (declaration.height, declaration.width) if declaration.height else grid
+        try:
+            declared[name] = make_layout(declaration.kind, by_name[name].output_shape,
+                                         declaration.prefix_tokens, own_grid)
+        except ValueError as error:
+            raise ConfigError(f"model {config.name!r}: layout of layer {name!r}: {error}") from None
+    return tuple(dataclasses.replace(layer, layout=declared.get(layer.name, layer.layout))
+                 for layer in layers)
+
+
+def default_layer_of(module: nn.Module, layers: tuple[LayerDescription, ...],
+                     input_shape: tuple[int, int, int]) -> str:
+    """Token models: the input of the last block's first LayerNorm (pytorch-grad-cam's advice
+    for ViTs: the class token of the last block reads every patch there). Channels-last
+    models: the last stage. Others: the last layer with a spatial output; "" for a model
+    without one (layer methods then need an explicit layer)."""
+    table = dict(module.named_modules())
+    stage = architectures.last_channels_last_stage(table, layers)
+    if stage:
+        return stage
+    if any(layer.layout.kind == "tokens" for layer in layers):
+        chosen = architectures.last_block_input(module, table, layers, input_shape)
+        if chosen:
+            return chosen
     spatial = [layer.name for layer in layers if layer.layout.spatial]
     return spatial[-1] if spatial else ""
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from explainserve import hooks
 from explainserve.methods.base import ModelHandle
+from explainserve.models.layouts import LayerLayout, to_channel_maps
 
 POOLINGS = ("mean", "max", "none")
 NOT_PREDICTED = -1  # predicted_class when the pass stopped below the classifier
@@ -58,11 +59,21 @@ def unit_peak(features: Tensor, channel: int) -> tuple[Tensor, Tensor, Tensor]:
     return values, flat // width, flat % width
 
 
+def channel_maps(output: Tensor, layout: LayerLayout | None) -> Tensor:
+    """A channels-last or token output as [N, K, h, w] channel maps (patch tokens only), so
+    pooling and unit peaks see channels and positions; any other output as it is."""
+    if layout is not None and layout.kind in ("nhwc", "tokens"):
+        return to_channel_maps(output, layout)
+    return output
+
+
 def embed_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, layer: str,
                  pooling: str, units: tuple[tuple[str, int], ...],
-                 stop_after: str | None) -> dict[str, Tensor]:
+                 stop_after: str | None,
+                 layouts: tuple[tuple[str, LayerLayout], ...] = ()) -> dict[str, Tensor]:
     """vector [N, D]; predicted [N] (NOT_PREDICTED when stopped early); per unit i:
-    unit{i}_value, unit{i}_y, unit{i}_x [N]."""
+    unit{i}_value, unit{i}_y, unit{i}_x [N]. `layouts`: the layers read as channel maps."""
+    layout_of = dict(layouts)
     names = dict.fromkeys([layer, *(unit_layer for unit_layer, _ in units)])
     # for_gradient=True hands the network a clone of each captured map, so an in-place op
     # further on (resnet's inplace ReLU after a BatchNorm) cannot change what we captured.
@@ -74,10 +85,13 @@ def embed_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *, layer: 
             logits = model.module(inputs)
         except hooks.StopForward:
             pass
-        outputs = {"vector": pool(captured.outputs[layer].detach(), pooling)}
+        features = captured.outputs[layer].detach()
+        outputs = {"vector": pool(features if pooling == "none" else
+                                  channel_maps(features, layout_of.get(layer)), pooling)}
         outputs["predicted"] = (logits.argmax(dim=1) if logits is not None else
                                 torch.full((inputs.shape[0],), NOT_PREDICTED, dtype=torch.long))
         for index, (unit_layer, channel) in enumerate(units):
-            value, y, x = unit_peak(captured.outputs[unit_layer].detach(), channel)
+            value, y, x = unit_peak(channel_maps(captured.outputs[unit_layer].detach(),
+                                                 layout_of.get(unit_layer)), channel)
             outputs.update({f"unit{index}_value": value, f"unit{index}_y": y, f"unit{index}_x": x})
     return outputs

@@ -15,6 +15,7 @@ from explainserve.errors import InvalidArgument
 from explainserve import hooks
 from explainserve.methods.base import PREDICTED, Attribution, Kernel, ModelFacts, ModelHandle, Param, TensorRows
 from explainserve.methods.explain.registry import register_method
+from explainserve.models.layouts import NONE, to_channel_maps
 
 GRID = Param("grid", bool, False, help="also return the channels (filters) as an image grid")
 SCORE = Param("score", bool, True, help="run the forward pass on to the logits so the response "
@@ -73,14 +74,17 @@ async def activations(ctx, image, targets, layer, params):
     """Feature maps of the request's layer and extra layers, as named tensors."""
     layers = tuple(dict.fromkeys([layer, *getattr(ctx, "extra_layers", ())]))
     first = ctx.model.layer_shapes[layer]
-    if params["grid"] and len(first) != 3:
-        raise InvalidArgument(f"parameter 'grid' of method 'activations' needs a [K, h, w] layer; "
-                              f"{layer!r} has output shape {list(first)}")
+    layout = ctx.model.layer_layouts.get(layer, NONE)
+    if params["grid"] and not layout.spatial:
+        raise InvalidArgument(f"parameter 'grid' of method 'activations' needs a layer with "
+                              f"channel maps (layout nchw, nhwc or tokens); {layer!r} has output "
+                              f"shape {list(first)} and layout {layout.kind!r}")
     stop = None if params["score"] else stop_layer(ctx.model, list(layers))
     kernel = Kernel.of(activations_kernel, layers=layers, stop_after=stop)
     outputs = await ctx.run(kernel, TensorRows.repeat(image, [0]))
     maps = {name: outputs[f"layer:{name}"][0] for name in layers}
-    grid = channel_grid(maps[layer]) if params["grid"] else None
+    # the tensors are the layer's own output; the grid reads it as [K, h, w] channel maps
+    grid = channel_grid(to_channel_maps(maps[layer][None], layout)[0]) if params["grid"] else None
     results = with_scores(outputs, targets)
     for result in results:
         result.tensors, result.grid = maps, grid

@@ -15,7 +15,9 @@ guided backprop map point-wise with the Grad-CAM map upsampled to the input.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from explainserve.errors import FailedPrecondition
 
 from explainserve import hooks
 from explainserve.methods.base import Kernel, ModelHandle, Param, gradient_heatmap, run_single_pass, upsample
@@ -33,8 +35,28 @@ GUIDED_GRADCAM_UPSAMPLE = Param("upsample", str, "nearest", choices=("nearest", 
 def relu_rule_gradient(model: ModelHandle, inputs: Tensor, targets: Tensor, rule: str):
     """The input gradient of the target score with every nn.ReLU's backward replaced by `rule`
     ("guided" or "deconvnet"); the forward values, and so the scores, are unchanged."""
+    require_relus(model.module, rule)
     with hooks.relu_backward_rule(model.module, rule):
         return input_gradient(model, inputs, targets)
+
+
+def require_relus(module: nn.Module, rule: str) -> None:
+    """The rules are defined on ReLUs: a model without nn.ReLU modules (GELU ViTs, SiLU
+    EfficientNets) would silently get the plain gradient, so it is refused instead. A model
+    with no activation module at all (a linear model) has nothing to change: the rules are
+    the plain gradient there."""
+    if any(isinstance(m, nn.ReLU) for m in module.modules()):
+        return
+    found = sorted({type(m).__name__ for m in module.modules()
+                    if type(m).__module__.startswith("torch.nn") and any(
+                        word in type(m).__name__ for word in ("LU", "Swish", "Sigmoid", "Tanh", "Mish"))}
+                   | {type(m).__name__ for m in module.modules() if "Activation" in type(m).__name__})
+    if not found:
+        return
+    raise FailedPrecondition(
+        f"the {rule} rule replaces the backward pass of nn.ReLU modules and this model has none "
+        f"(its activations: {', '.join(found)}); use a plain "
+        f"gradient method such as 'saliency' or 'integrated_gradients'")
 
 
 def relu_rule_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *,
@@ -59,13 +81,13 @@ def guided_gradcam_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor, *
     return {**scored, "attribution": attribution, "heatmap": gradient_heatmap(attribution)}
 
 
-@register_method("guided_backprop")
+@register_method("guided_backprop", gradient_kernel=lambda params: GUIDED_BACKPROP)
 async def guided_backprop(ctx, image, targets, layer, params):
     """Guided backpropagation: only positive gradients through active ReLUs (Springenberg 2014)."""
     return await run_single_pass(ctx, GUIDED_BACKPROP, image, targets)
 
 
-@register_method("deconvnet")
+@register_method("deconvnet", gradient_kernel=lambda params: DECONVNET)
 async def deconvnet(ctx, image, targets, layer, params):
     """Deconvnet: ReLUs pass the positive part of the gradient (Zeiler & Fergus 2014)."""
     return await run_single_pass(ctx, DECONVNET, image, targets)

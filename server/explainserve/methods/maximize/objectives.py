@@ -19,6 +19,14 @@ from explainserve.methods.base import ModelHandle
 from explainserve.methods.maximize.layers import layer_output
 from explainserve.methods.maximize.plan import NEURON_X, NEURON_Y, UNIT, AscentPlan, ascent_params
 from explainserve.methods.maximize.registry import Unit, register_objective
+from explainserve.models.layouts import to_channel_maps
+
+
+def _channel_maps(activations: Tensor, plan: AscentPlan) -> Tensor:
+    """Channels-last and token outputs as [N, K, h, w], so a channel index is a channel."""
+    if plan.layout.kind in ("nhwc", "tokens"):
+        return to_channel_maps(activations, plan.layout)
+    return activations
 
 # Class models: the L2 prior of eq. 1 keeps the image near the mean, small jitter and blur
 # suppress the high-frequency patterns that fool a network without looking like anything
@@ -46,6 +54,7 @@ def channel_mean(model: ModelHandle, images: Tensor, targets: Tensor, code: Tens
                  plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """The mean over positions of each row's channel at the layer."""
     activations, logits = layer_output(model, images, plan.layer, full)
+    activations = _channel_maps(activations, plan)
     rows = torch.arange(activations.shape[0], device=activations.device)
     picked = activations[rows, targets[:, UNIT]]
     return picked.reshape(len(rows), -1).mean(dim=1), logits
@@ -56,6 +65,7 @@ def neuron(model: ModelHandle, images: Tensor, targets: Tensor, code: Tensor,
            plan: AscentPlan, full: bool) -> tuple[Tensor, Tensor | None]:
     """The activation of each row's channel at its (y, x) in the layer's feature map."""
     activations, logits = layer_output(model, images, plan.layer, full)
+    activations = _channel_maps(activations, plan)
     rows = torch.arange(activations.shape[0], device=activations.device)
     value = activations[rows, targets[:, UNIT], targets[:, NEURON_Y], targets[:, NEURON_X]]
     return value, logits

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from explainserve.methods.maximize import parameterization as param_space
 from explainserve.methods.base import Param
+from explainserve.models.layouts import NONE, LayerLayout
 
 UNIT, NEURON_Y, NEURON_X, SEED, STEP, COUNT, REPORT = range(7)
 
@@ -49,6 +50,9 @@ class AscentPlan:
     redirect_relu: bool = True
     redirect_steps: int = 0
     batch_invariant: bool = False
+    # how the layer's output reads as [K, h, w] channel maps for the channel and neuron
+    # objectives (models/layouts.py); none: the output is indexed as it is
+    layout: LayerLayout = NONE
 
     @property
     def param_shape(self) -> tuple[int, ...]:
