@@ -209,6 +209,46 @@ def explain_methods_summary(result: dict) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------ cam_family.py
+@table("cam_family")
+def cam_family_table(result: dict) -> list[str]:
+    s = result["settings"]
+    lines = [f"torchvision resnet18 (random weights) at {s['size']}x{s['size']}, layer "
+             f"`{s['layer']}`, on {s['device']}; ours at max_batch_size {s['max_batch_size']}, "
+             f"the references at their default batch sizes; best of {s['repeats']} interleaved "
+             "rounds.", "",
+             "| method | batch | ours (ms/img) | reference | reference (ms/img) | speed-up | goal | met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["figures"]["rows"]:
+        lines.append(f"| {row['method']} | {row['batch']} | {ms(row['ours'])} | {row['reference']} | "
+                     f"{ms(row['reference_s'])} | {row['speedup']:.2f}x | {row['goal']}x | "
+                     f"{met(row['speedup'] >= row['goal'])} |")
+    return lines
+
+
+# ------------------------------------------------------------------ protocols.py
+@table("protocols")
+def protocols_table(result: dict) -> list[str]:
+    s, f = result["settings"], result["figures"]
+    names = {"explain": "ExplainerService (our client)", "oip_grpc": "OIP gRPC (tritonclient)",
+             "http": "OIP v2 REST, JSON bodies (httpx)"}
+    lines = [f"{s['method']} on {s['model']} at {s['size']}x{s['size']} on {s['device']}, "
+             f"{s['clients']} concurrent clients, {s['rounds']} rounds of {s['seconds']:g} s per "
+             "protocol, interleaved (the order rotates each round), one server process.", "",
+             "| protocol | throughput (req/s) | p50 (ms) | p99 (ms) | errors | of Explain | goal | met |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key in ("explain", "oip_grpc", "http"):
+        row = f[key]
+        ratio = row.get("ratio_to_explain")
+        goal = s["goals"].get(key)
+        lines.append(f"| {names[key]} | {row['throughput_rps']:.1f} | {row['p50_ms']:.0f} | "
+                     f"{row['p99_ms']:.0f} | {row['errors']} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{'-' if goal is None else f'>= {goal}'} | "
+                     f"{'-' if goal is None else met(ratio >= goal)} |")
+    return lines
+
+
 # ------------------------------------------------------------------ occlusion_seeds.py
 @table("occlusion_seeds")
 def occlusion_seeds_table(result: dict) -> list[str]:
@@ -230,6 +270,40 @@ def occlusion_seeds_table(result: dict) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------ sanity.py
+@table("sanity")
+def sanity_table(result: dict) -> list[str]:
+    """Cascading randomisation: per model, the rank correlation of |map| with the unchanged
+    model's after each step; then each method's verdict."""
+    f = result["figures"]
+    lines = [f"{f['images']} shape images (seed {f['image_seed']}), each explained for its true "
+             "class. Each column re-initialises one more layer group, from the logits down; a "
+             "cell is the mean Spearman rank correlation of |map| with the unchanged model's "
+             "map (1: the same ranking, 0: unrelated). \"class maps\" correlates, on the "
+             "unchanged model, the map for the true class with the map for another class.", ""]
+    for model, entry in f["models"].items():
+        groups = entry["groups"]
+        lines += [f"**{model}** ({entry['input_size']}x{entry['input_size']}; weights: "
+                  f"{entry['weights']})", "",
+                  "| method | " + " | ".join(f"`{g}`" for g in groups) + " | class maps |",
+                  "| --- |" + " --- |" * (len(groups) + 1)]
+        for row in entry["rows"]:
+            cells = " | ".join(f"{value:.2f}" for value in row["absolute"])
+            lines.append(f"| {row['method']} | {cells} | {row['class_map_correlation']:.2f} |")
+        lines.append("")
+    models = list(f["models"])
+    lines += [f"Verdict: fails when the mean over the cascade is at least {f['fail_at']} on "
+              "either model.", "",
+              "| method | " + " | ".join(f"mean on {m}" for m in models) + " | verdict |",
+              "| --- |" + " --- |" * (len(models) + 1)]
+    for method, entry in f["verdicts"].items():
+        means = " | ".join(f"{entry['mean_absolute'][m]:.2f}" if m in entry["mean_absolute"]
+                           else "-" for m in models)
+        verdict = entry["verdict"] if entry["verdict"] == "passes" else f"**{entry['verdict']}**"
+        lines.append(f"| {method} | {means} | {verdict} |")
+    return lines
+
+
 # ------------------------------------------------------------------ quality.py
 @table("quality")
 def quality_table(result: dict) -> list[str]:
@@ -241,16 +315,23 @@ def quality_table(result: dict) -> list[str]:
              f"random pixel would score about {f['mean_object_fraction']:.2f} in the pointing "
              "game.", "",
              "| method | parameters | pointing game | all-zero maps | map for A peaks on A, not B "
-             "| ties | correlation of the maps for A and B |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| ties | correlation of the maps for A and B | deletion AUC (lower is better) "
+             "| insertion AUC (higher is better) | sanity check |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in f["rows"]:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "defaults"
         correlation = ("-" if row["map_correlation"] is None
                        else f"{row['map_correlation']:.2f}")
         lines.append(f"| {row['method']} | {params} | {row['pointing_game']:.3f} | "
                      f"{row['empty_maps']:.3f} | {row['a_over_b']:.3f} | {row['ties']:.3f} | "
-                     f"{correlation} |")
+                     f"{correlation} | {_figure(row, 'deletion_auc')} | "
+                     f"{_figure(row, 'insertion_auc')} | {row.get('sanity', '-')} |")
     return lines
+
+
+def _figure(row: dict, key: str) -> str:
+    """A figure a quality.json from before the faithfulness scores lacks: "-" until rerun."""
+    return "-" if row.get(key) is None else f"{row[key]:.3f}"
 
 
 @table("demo_pointing", source="quality")
@@ -280,7 +361,25 @@ def demo_model_table(result: dict) -> list[str]:
             f"| One forward pass, batch 1, {s['threads']} threads, {layout(s['layout'])} "
             f"(fastest of {s['forward_runs']}) | - | {f['forward_ms']:.2f} ms |",
             f"| Drawing one generated image (mean of {s['forward_runs']}) | - | "
-            f"{f['draw_ms_per_image']:.2f} ms |"]
+            f"{f['draw_ms_per_image']:.2f} ms |"] + demo_robustness_rows(s, f)
+
+
+def demo_robustness_rows(s: dict, f: dict) -> list[str]:
+    """Served accuracy and Grad-CAM pointing per kind of image (absent from older runs)."""
+    kinds = (("classic", "generated, classic", s.get("single_seed")),
+             ("varied", "generated, varied", s.get("varied_seed")),
+             ("pil", "drawn with PIL's primitives", s.get("pil_seed")))
+    rows = []
+    for key, words, seed in kinds:
+        scores = f.get("robustness", {}).get(key)
+        if scores is None:
+            continue
+        where = f"{scores['images']:,} (seed {seed})"
+        rows += [f"| Top-1 accuracy through the server, {words} | {where} | "
+                 f"**{scores['accuracy']:.1%}** |",
+                 f"| Grad-CAM pointing game (strict), {words} | {where} | "
+                 f"**{scores['pointing']:.3f}** |"]
+    return rows
 
 
 # ------------------------------------------------------------------ embed_throughput.py
@@ -377,6 +476,94 @@ def plain_params(params) -> str:
     if isinstance(params, dict):
         return ", ".join(f"`{key}={value}`" for key, value in params.items()) or "the defaults"
     return str(params)
+
+
+# ------------------------------------------------------------------ rolling_restart.py
+@table("rolling_restart")
+def rolling_restart_table(result: dict) -> list[str]:
+    f, settings = result["figures"], result["settings"]
+    drained = [step["drained_s"] for step in f["steps"]]
+    return [
+        "| Figure | Value |", "|---|---|",
+        f"| replicas replaced, one at a time | {len(f['steps'])} of {settings['replicas']} |",
+        f"| Explain calls (during the rollout) | {f['explain_calls']} ({f['calls_during']}) |",
+        f"| failed Explain calls | **{f['explain_failures']}** |",
+        f"| Embed streams / items, each item answered once | {f['embed_streams']} / "
+        f"{f['embed_items_sent']}, {f['embed_streams_answered_exactly_once']} streams exact |",
+        f"| Explain p50 / p99 before the rollout (ms) | {ms(f['p50_before_s'])} / "
+        f"{ms(f['p99_before_s'])} |",
+        f"| Explain p50 / p99 during the rollout (ms) | {ms(f['p50_during_s'])} / "
+        f"**{ms(f['p99_during_s'])}** |",
+        f"| SIGTERM to exit per replica (s) | {span(drained, 1)} |",
+    ]
+
+
+# ------------------------------------------------------------------ integrated_gradients.py
+@table("integrated_gradients")
+def integrated_gradients_table(result: dict) -> list[str]:
+    fixed, gap = result["figures"]["fixed_steps"], result["figures"]["to_gap"]
+    times = fixed["times"]
+    best = min(value["cpu"] for name, value in times.items() if name.startswith("Captum"))
+    lines = [f"(a) {fixed['steps']} Gauss-Legendre steps, black baseline, resnet18 at "
+             f"{fixed['size']}x{fixed['size']}, one image:", "",
+             "| implementation | wall (ms/img) | 1-thread CPU (ms/img) | CPU / Captum's best |",
+             "| --- | --- | --- | --- |"]
+    for name, value in times.items():
+        lines.append(f"| {name} | {ms(value['wall'])} | {ms(value['cpu'])} | {value['cpu'] / best:.2f} |")
+    steps = gap["steps_used"]
+    lines += ["", f"(b) to a completeness gap of at most {gap['gap']} on {gap['images']} demo "
+              f"images (ours from {gap['start_steps']} steps, refined per image; Captum's "
+              "default, Gauss-Legendre with 50 steps):", "",
+              "| | s per image | images above the gap | steps |", "| --- | --- | --- | --- |",
+              f"| ours, adaptive | {gap['ours_s_per_image']:.3f} | {gap['ours_above_gap']} | "
+              f"{span(steps, 0)} (median {steps[len(steps) // 2]:.0f}) |",
+              f"| Captum IntegratedGradients | {gap['captum_s_per_image']:.3f} | "
+              f"{gap['captum_above_gap']} | 50 |", "",
+              f"Ours is {gap['speedup']:.2f}x faster (goal 2.5x: {met(gap['speedup'] >= 2.5)})."]
+    return lines
+
+
+# ------------------------------------------------------------------ xrai.py
+@table("xrai")
+def xrai_table(result: dict) -> list[str]:
+    f = result["figures"]
+    lines = [f"XRAI end to end, resnet18 at {f['size']}x{f['size']}, {f['steps']} steps per "
+             f"path, black and white baselines, mean of {f['images']} demo images:", "",
+             "| implementation | s per image |", "| --- | --- |"]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in f["s_per_image"].items()]
+    lines += ["", f"Ours is {f['speedup_vs_best_pair']:.2f}x faster than PAIR's best "
+              f"(goal 2x: {met(f['speedup_vs_best_pair'] >= 2)})."]
+    return lines
+
+
+# ------------------------------------------------------------------ model_zoo.py, vit.py
+# Registered (with @table("model_zoo") / @table("vit") and a block in docs/) once their JSONs
+# exist: a block without its JSON fails --check.
+def model_zoo_table(result: dict) -> list[str]:
+    f = result["figures"]
+    lines = [f"{f['models']} models x {f['methods']} methods, random weights, default layers; "
+             f"{f['failures']} answers outside OK / FAILED_PRECONDITION / INVALID_ARGUMENT, "
+             "all-NaN or off the layer's grid.", "",
+             "| model | OK | refused (FAILED_PRECONDITION / INVALID_ARGUMENT) | other |",
+             "| --- | --- | --- | --- |"]
+    models: dict[str, dict[str, list[str]]] = {}
+    for row in f["rows"]:
+        kind = "ok" if row["code"] == "OK" else "refused" if row["ok"] else "other"
+        models.setdefault(row["model"], {"ok": [], "refused": [], "other": []})[kind].append(row["method"])
+    for model, kinds in models.items():
+        lines.append(f"| {model} | {len(kinds['ok'])} | {', '.join(kinds['refused']) or '-'} | "
+                     f"{', '.join(kinds['other']) or '-'} |")
+    return lines
+
+
+def vit_table(result: dict) -> list[str]:
+    f, s = result["figures"], result["settings"]
+    return [f"torchvision vit_b_16 at {s['size']}x{s['size']}, layer `{s['layer']}`.", "",
+            "| figure | value | goal | met |", "| --- | --- | --- | --- |",
+            f"| served Grad-CAM, 16 clients / in-process floor at batch {f['in_process']['batch']} "
+            f"| {f['served_vs_floor']:.2f} | >= 0.85 | {met(f['served_vs_floor'] >= 0.85)} |",
+            f"| attention rollout / bare forward | {f['rollout_vs_forward']:.2f}x | <= 1.3x | "
+            f"{met(f['rollout_vs_forward'] <= 1.3)} |"]
 
 
 # ------------------------------------------------------------------ the blocks
