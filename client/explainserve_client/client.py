@@ -206,6 +206,7 @@ class Client:
         evaluation_baseline: str | None = None,
         evaluation_constant: float = 0.0,
         evaluation_blur_sigma: float = 0.0,
+        baseline_tensor: np.ndarray | None = None,
         timeout: float | None = None,
         request_id: str | None = None,
         **params: Any,
@@ -217,13 +218,15 @@ class Client:
         evaluate: faithfulness scores per target, "deletion" and/or "insertion" (Petsiuk et
         al. 2018), in evaluation_steps steps (0: the server's 64) towards evaluation_baseline
         ("blur", "constant" or None for each score's default); see Explanation.quality.
+        baseline_tensor: the baseline image of integrated_gradients with baseline="tensor",
+        float32 [C,H,W] in the model's normalised space.
         """
         request = self.explain_request(
             image, model, method, targets, layer, top_k=top_k, extra_layers=extra_layers,
             outputs=outputs, overlay=overlay, box=box, evaluate=evaluate,
             evaluation_steps=evaluation_steps, evaluation_baseline=evaluation_baseline,
             evaluation_constant=evaluation_constant, evaluation_blur_sigma=evaluation_blur_sigma,
-            **params)
+            baseline_tensor=baseline_tensor, **params)
         stream = self._stub.Explain(request, **self._call_options(timeout, request_id))
         try:
             return assemble_explanations(stream)
@@ -237,7 +240,8 @@ class Client:
         outputs: Sequence[str] = ("attribution", "heatmap"), overlay: bool = False,
         box: bool = False, evaluate: Sequence[str] = (), evaluation_steps: int = 0,
         evaluation_baseline: str | None = None, evaluation_constant: float = 0.0,
-        evaluation_blur_sigma: float = 0.0, **params: Any,
+        evaluation_blur_sigma: float = 0.0, baseline_tensor: np.ndarray | None = None,
+        **params: Any,
     ) -> pb.ExplainRequest:
         """Build the ExplainRequest that explain() sends (useful for custom stubs and tests)."""
         if isinstance(targets, (int, np.integer)):
@@ -256,7 +260,10 @@ class Client:
                              f"{sorted(BASELINES)}")
         parameters = struct_pb2.Struct()
         parameters.update(_plain(params))
+        baseline = (codec.encode(np.asarray(baseline_tensor, dtype=np.float32), "baseline")
+                    if baseline_tensor is not None else None)
         return pb.ExplainRequest(
+            baseline=baseline,
             model=model, method=method, input=to_input(image),
             targets=[int(t) for t in targets or ()], top_k=top_k, layer=layer or "",
             extra_layers=list(extra_layers), parameters=parameters,

@@ -97,11 +97,11 @@ def _requests_counted(rpc: str, code: str) -> float:
     (lambda h: h.post("/v2/models/demo/infer", content=b"{not json"), 400, "not valid JSON"),
     (lambda h: h.post("/v2/models/demo/infer", content=b"x" * (4 * 1024 * 1024 + 1)), 413, "limit"),
     (lambda h: h.post("/v2/models/demo/infer", json={**infer_body(), "inputs": [
-        {**infer_body()["inputs"][0], "datatype": "INT32"}]}), 400, "INT32"),
+        {**infer_body()["inputs"][0], "datatype": "INT32"}]}), 422, "INT32"),
     (lambda h: h.post("/v2/models/demo/infer", json={**infer_body(), "inputs": [
-        {**infer_body()["inputs"][0], "shape": [64, 192, 1]}]}), 400, "[64, 192, 1]"),
+        {**infer_body()["inputs"][0], "shape": [64, 192, 1]}]}), 422, "[64, 192, 1]"),
     (lambda h: h.post("/v2/models/demo/infer", json={**infer_body(), "inputs": [
-        {**infer_body()["inputs"][0], "shape": [64, 64, 4]}]}), 400, "needs 16384"),
+        {**infer_body()["inputs"][0], "shape": [64, 64, 4]}]}), 422, "needs 16384"),
     (lambda h: h.post("/v2/models/nope/infer", json=infer_body()), 404, "nope"),
     (lambda h: h.post("/v2/models/demo/infer", json=infer_body(method="magic")), 404, "magic"),
     (lambda h: h.post("/v2/models/demo/infer", json=infer_body(targets=42)), 400, "42"),

@@ -142,7 +142,7 @@ class Input(_message.Message):
     def __init__(self, encoded_image: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "method", "input", "targets", "top_k", "layer", "extra_layers", "parameters", "outputs", "evaluate", "evaluation")
+    __slots__ = ("model", "method", "input", "targets", "top_k", "layer", "extra_layers", "parameters", "outputs", "evaluate", "evaluation", "baseline")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class ExplainRequest(_message.Message):
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     EVALUATE_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     model: str
     method: str
     input: Input
@@ -165,7 +166,8 @@ class ExplainRequest(_message.Message):
     outputs: _containers.RepeatedScalarFieldContainer[Output]
     evaluate: _containers.RepeatedScalarFieldContainer[Faithfulness]
     evaluation: EvaluationOptions
-    def __init__(self, model: _Optional[str] = ..., method: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., layer: _Optional[str] = ..., extra_layers: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, str]]] = ..., evaluate: _Optional[_Iterable[_Union[Faithfulness, str]]] = ..., evaluation: _Optional[_Union[EvaluationOptions, _Mapping]] = ...) -> None: ...
+    baseline: Tensor
+    def __init__(self, model: _Optional[str] = ..., method: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., targets: _Optional[_Iterable[int]] = ..., top_k: _Optional[int] = ..., layer: _Optional[str] = ..., extra_layers: _Optional[_Iterable[str]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, str]]] = ..., evaluate: _Optional[_Iterable[_Union[Faithfulness, str]]] = ..., evaluation: _Optional[_Union[EvaluationOptions, _Mapping]] = ..., baseline: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class EvaluationOptions(_message.Message):
     __slots__ = ("steps", "baseline", "constant", "blur_sigma")

@@ -31,6 +31,8 @@ def decode_explain(request: pb.ExplainRequest, time_remaining: float | None) -> 
         params=json_format.MessageToDict(request.parameters),
         deadline=deadline_of(time_remaining), outputs=_outputs(request.outputs),
         evaluate=_evaluate(request.evaluate), **_evaluation_options(request.evaluation),
+        path_baseline=(decode_input(pb.Input(tensor=request.baseline), "baseline")
+                       if request.HasField("baseline") else None),
     )
 
 

@@ -71,13 +71,21 @@ class WireTensor:
     data: np.ndarray | list[bytes]
 
 
+class TensorMismatch(InvalidArgument):
+    """A well-formed request whose tensor has the wrong data type, shape or element count:
+    INVALID_ARGUMENT over gRPC, 422 Unprocessable Content over HTTP (the body parsed; its
+    tensor does not fit)."""
+
+    code = 422
+
+
 def check_header(name: str, datatype: str, shape: Sequence[int]) -> tuple[int, ...]:
     if datatype not in DATATYPES:
-        raise InvalidArgument(f"input {echo(name)} has datatype {echo(datatype)}; "
+        raise TensorMismatch(f"input {echo(name)} has datatype {echo(datatype)}; "
                               f"valid: {', '.join(DATATYPES)}")
     shape = tuple(int(dim) for dim in shape)
     if any(dim < 0 for dim in shape):
-        raise InvalidArgument(f"input {echo(name)} has a negative dimension in shape {list(shape)}")
+        raise TensorMismatch(f"input {echo(name)} has a negative dimension in shape {list(shape)}")
     return shape
 
 
@@ -87,14 +95,14 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int],
     shape = check_header(name, datatype, shape)
     count = math.prod(shape)
     if len(values) != count:
-        raise InvalidArgument(f"input {echo(name)} has {len(values)} elements but shape "
+        raise TensorMismatch(f"input {echo(name)} has {len(values)} elements but shape "
                               f"{list(shape)} needs {count}")
     if datatype == "BYTES":
         return WireTensor(name, datatype, shape, [bytes(v) for v in values])
     try:
         data = np.asarray(values, dtype=NUMPY_TYPES[datatype]).reshape(shape)
     except (TypeError, ValueError, OverflowError) as error:
-        raise InvalidArgument(f"input {echo(name)}: its elements are not {datatype}: {error}") from None
+        raise TensorMismatch(f"input {echo(name)}: its elements are not {datatype}: {error}") from None
     return WireTensor(name, datatype, shape, data)
 
 
@@ -106,7 +114,7 @@ def tensor_from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) 
         return WireTensor(name, datatype, shape, _split_bytes(name, raw, count))
     dtype = NUMPY_TYPES[datatype]
     if len(raw) != count * dtype.itemsize:
-        raise InvalidArgument(f"input {echo(name)} has {len(raw)} bytes of data but shape "
+        raise TensorMismatch(f"input {echo(name)} has {len(raw)} bytes of data but shape "
                               f"{list(shape)} and datatype {datatype} need {count * dtype.itemsize}")
     return WireTensor(name, datatype, shape, np.frombuffer(raw, dtype=dtype).reshape(shape))
 
@@ -115,16 +123,16 @@ def _split_bytes(name: str, raw: bytes, count: int) -> list[bytes]:
     items, offset = [], 0
     while offset < len(raw):
         if offset + 4 > len(raw):
-            raise InvalidArgument(f"input {echo(name)}: BYTES data ends inside a length prefix")
+            raise TensorMismatch(f"input {echo(name)}: BYTES data ends inside a length prefix")
         length = int.from_bytes(raw[offset:offset + 4], "little")
         offset += 4
         if offset + length > len(raw):
-            raise InvalidArgument(f"input {echo(name)}: a BYTES element of {length} bytes runs "
+            raise TensorMismatch(f"input {echo(name)}: a BYTES element of {length} bytes runs "
                                   f"past the end of the data ({len(raw)} bytes)")
         items.append(raw[offset:offset + length])
         offset += length
     if len(items) != count:
-        raise InvalidArgument(f"input {echo(name)} has {len(items)} BYTES elements but its "
+        raise TensorMismatch(f"input {echo(name)} has {len(items)} BYTES elements but its "
                               f"shape needs {count}")
     return items
 
@@ -137,17 +145,17 @@ def image_of(inputs: Sequence[WireTensor]) -> bytes | np.ndarray:
     """The request's one image: encoded bytes (UINT8 pixels are encoded as a lossless PNG, so
     they take the same decoding path as an uploaded file) or a float32 array."""
     if len(inputs) != 1:
-        raise InvalidArgument(f"a request takes exactly one image input, got {len(inputs)}: "
+        raise TensorMismatch(f"a request takes exactly one image input, got {len(inputs)}: "
                               f"{[tensor.name for tensor in inputs]}")
     tensor = inputs[0]
     if tensor.datatype == "BYTES":
         if len(tensor.data) != 1:
-            raise InvalidArgument(f"input {echo(tensor.name)} holds {len(tensor.data)} BYTES "
+            raise TensorMismatch(f"input {echo(tensor.name)} holds {len(tensor.data)} BYTES "
                                   "elements; send one encoded image, shape [1]")
         return tensor.data[0]
     if tensor.datatype == "UINT8":
         if len(tensor.shape) != 3 or tensor.shape[2] != 3 or 0 in tensor.shape:
-            raise InvalidArgument(f"input {echo(tensor.name)} has UINT8 shape "
+            raise TensorMismatch(f"input {echo(tensor.name)} has UINT8 shape "
                                   f"{list(tensor.shape)}; RGB pixels take [H, W, 3]")
         buffer = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(tensor.data), "RGB").save(buffer, "PNG",
@@ -155,7 +163,7 @@ def image_of(inputs: Sequence[WireTensor]) -> bytes | np.ndarray:
         return buffer.getvalue()
     if tensor.datatype == "FP32":
         return np.asarray(tensor.data, dtype=np.float32)
-    raise InvalidArgument(f"input {echo(tensor.name)} has datatype {tensor.datatype}; an image "
+    raise TensorMismatch(f"input {echo(tensor.name)} has datatype {tensor.datatype}; an image "
                           "is UINT8 [H, W, 3], BYTES [1] (PNG/JPEG/WebP) or FP32 [1, C, H, W]")
 
 

@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from explainserve.engine import rendering
@@ -42,6 +44,7 @@ class ExplainQuery:
     baseline: str = ""  # "", "blur" or "constant"; "": each metric's RISE default
     baseline_constant: float = 0.0
     blur_sigma: float = 0.0  # 0: faithfulness.DEFAULT_BLUR_SIGMA
+    path_baseline: Any = None  # float32 numpy array sent by the caller (path methods)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ async def explain(engine: Engine, query: ExplainQuery) -> ExplainResult:
     params = parse_params(method.name, method.params, query.params)
     evaluation = _evaluation(engine, query)
     image = await engine.prepare(model, query.image)
+    if query.path_baseline is not None:
+        params = {**params, "baseline_image": await asyncio.to_thread(
+            _path_baseline, method, query.path_baseline, image)}
+    elif method.takes_baseline:
+        params = {**params, "baseline_image": None}
     context = engine.context(model, query.deadline, query.extra_layers)
     targets = await _targets(context, engine, model, image, query)
     attributions = await method.run(context, image, targets, layer, params)
@@ -91,6 +99,22 @@ def _evaluation(engine: Engine, query: ExplainQuery) -> faithfulness.Evaluation 
         raise InvalidArgument(f"baseline constant must be finite, got {query.baseline_constant}")
     return faithfulness.Evaluation(tuple(dict.fromkeys(query.evaluate)), steps, query.baseline,
                                    query.baseline_constant, sigma)
+
+
+def _path_baseline(method: MethodSpec, array, image: Tensor) -> Tensor:
+    """The caller's baseline image as a [C, H, W] tensor shaped like the prepared input."""
+    if not method.takes_baseline:
+        raise InvalidArgument(f"method {method.name!r} takes no baseline tensor; send one only "
+                              "to a path method (integrated_gradients with baseline 'tensor')")
+    baseline = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if baseline.ndim == 4 and baseline.shape[0] == 1:
+        baseline = baseline[0]
+    if tuple(baseline.shape) != tuple(image.shape):
+        raise InvalidArgument(f"baseline tensor has shape {list(array.shape)}; the preprocessed "
+                              f"input is {list(image.shape)} (or [1, {', '.join(map(str, image.shape))}])")
+    if not torch.isfinite(baseline).all():
+        raise InvalidArgument("baseline tensor holds NaN or infinite values")
+    return baseline
 
 
 def _layer(model: LoadedModel, method: MethodSpec, requested: str) -> str:

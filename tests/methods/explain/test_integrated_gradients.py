@@ -172,3 +172,44 @@ def test_bad_parameters_are_invalid_arguments_naming_the_value(client, params, n
                        method="integrated_gradients", **params)
     assert caught.value.code.name == "INVALID_ARGUMENT"
     assert named in caught.value.details
+
+
+def test_a_baseline_tensor_sent_by_the_caller_matches_captum_with_that_baseline(client, models_by_name):
+    config = models_by_name["tiny_cnn"]
+    image = random_input((3, 8, 8), seed=43)
+    baseline = random_input((3, 8, 8), seed=44) * 0.5
+    for method in ("gausslegendre", "riemann_left"):
+        results = client.explain(image, model="tiny_cnn", method="integrated_gradients",
+                                 targets=[0, 2], steps=9, quadrature=method, baseline="tensor",
+                                 baseline_tensor=baseline, **EXACT)
+        for got in results:
+            expected, _ = captum_ig(module_of(config), torch.from_numpy(image),
+                                    torch.from_numpy(baseline), got.target, 9, method)
+            assert relative_l2(got.attribution, expected) < 1e-4, (method, got.target)
+    # [1, C, H, W] is the same baseline
+    (batched,) = client.explain(image, model="tiny_cnn", method="integrated_gradients", targets=[0],
+                                steps=9, baseline="tensor", baseline_tensor=baseline[None], **EXACT)
+    (plain,) = client.explain(image, model="tiny_cnn", method="integrated_gradients", targets=[0],
+                              steps=9, baseline="tensor", baseline_tensor=baseline, **EXACT)
+    np.testing.assert_array_equal(batched.attribution, plain.attribution)
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    ({"baseline": "tensor"}, "baseline tensor"),
+    ({"baseline": "tensor", "baseline_tensor": np.zeros((3, 4, 4), np.float32)}, "[3, 4, 4]"),
+    ({"baseline": "tensor", "baseline_tensor": np.full((3, 8, 8), np.nan, np.float32)}, "NaN"),
+])
+def test_bad_baseline_tensors_are_invalid_argument(client, kwargs, named):
+    image = random_input((3, 8, 8), seed=45)
+    with pytest.raises(ExplainServeError) as raised:
+        client.explain(image, model="tiny_cnn", method="integrated_gradients", targets=[0], steps=4,
+                       **kwargs)
+    assert raised.value.code.name == "INVALID_ARGUMENT" and named in raised.value.details, raised.value.details
+
+
+def test_a_baseline_tensor_for_a_method_without_a_path_is_invalid_argument(client):
+    image = random_input((3, 8, 8), seed=46)
+    with pytest.raises(ExplainServeError) as raised:
+        client.explain(image, model="tiny_cnn", method="saliency", targets=[0],
+                       baseline_tensor=np.zeros((3, 8, 8), np.float32))
+    assert raised.value.code.name == "INVALID_ARGUMENT" and "saliency" in raised.value.details

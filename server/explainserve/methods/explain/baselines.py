@@ -7,6 +7,7 @@ and that carries "no signal". Which image that is depends on the task, so severa
     black, white  the constant image of pixel value 0 or 1, normalised: (v - mean_c) / std_c
     blur          the input blurred by a Gaussian of `blur_sigma` pixels (no edges, same colours)
     noise         uniform pixel noise in [0, 1], normalised, drawn from `seed`
+    tensor        an image the caller sends, already normalised (ExplainRequest.baseline)
 
 Every baseline is a function of the row and hashable parameters only, so it can be made on the
 worker thread next to the rows that use it.
@@ -14,8 +15,9 @@ worker thread next to the rows that use it.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,7 +25,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from explainserve.errors import InvalidArgument
 
-BASELINES = ("black", "white", "blur", "noise")
+BASELINES = ("black", "white", "blur", "noise", "tensor")
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,24 @@ class Baseline:
     std: tuple[float, ...]
     blur_sigma: float = 5.0
     seed: int = 0
+    # "tensor": the caller's image; kernels are grouped by its digest, not by the tensor
+    image: Tensor | None = field(default=None, compare=False, repr=False)
+    digest: str = ""
+
+    @classmethod
+    def sent(cls, image: Tensor | None, mean: tuple[float, ...], std: tuple[float, ...]) -> Baseline:
+        """The baseline the caller sent as ExplainRequest.baseline."""
+        if image is None:
+            raise InvalidArgument("baseline 'tensor' needs the request's baseline tensor "
+                                  "(ExplainRequest.baseline, float32 shaped like the input)")
+        digest = hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).hexdigest()
+        return cls("tensor", mean, std, image=image, digest=f"{digest}{list(image.shape)}")
 
     def __post_init__(self) -> None:
         if self.name not in BASELINES:
             raise InvalidArgument(f"unknown baseline {self.name!r}; valid: {list(BASELINES)}")
+        if self.name == "tensor" and self.image is None:
+            raise InvalidArgument("baseline 'tensor' needs the request's baseline tensor")
         if self.name in ("black", "white") and not (self.mean and self.std):
             raise InvalidArgument(f"baseline {self.name!r} needs the model's normalisation "
                                   "(mean and std), which this model does not declare")
@@ -60,6 +76,8 @@ class Baseline:
             return self._constant(1.0, image).expand_as(image).contiguous()
         if self.name == "blur":
             return blur(image, self.blur_sigma)
+        if self.name == "tensor":
+            return self.image.to(image.device, image.dtype).expand_as(image).contiguous()
         generator = torch.Generator().manual_seed(self.seed)
         pixels = torch.rand(image.shape[-3:], generator=generator)
         if self.mean and self.std:

@@ -34,6 +34,8 @@ KERNEL_ROWS = 64
 
 
 def baseline_of(ctx_model, params: dict) -> Baseline:
+    if params["baseline"] == "tensor":
+        return Baseline.sent(params.get("baseline_image"), tuple(ctx_model.mean), tuple(ctx_model.std))
     return Baseline(params["baseline"], tuple(ctx_model.mean), tuple(ctx_model.std),
                     params["blur_sigma"], params["seed"])
 
@@ -63,7 +65,8 @@ def gradient_kernel(params: dict) -> Kernel:
                      baseline=baseline_of(params["facts"], params))
 
 
-@register_method("integrated_gradients", params=PARAMS, gradient_kernel=gradient_kernel)
+@register_method("integrated_gradients", params=PARAMS, gradient_kernel=gradient_kernel,
+                 takes_baseline=True)
 async def integrated_gradients(ctx, image, targets, layer, params):
     """Integrated gradients: the gradient integrated along the path from a baseline (Sundararajan 2017)."""
     check_steps("integrated_gradients", params["steps"], params["quadrature"],

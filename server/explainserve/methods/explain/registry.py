@@ -29,6 +29,7 @@ class MethodSpec:
     needs_target: bool = True  # False: the map does not depend on the target class
     needs_gradients: bool = False  # runs a backward pass
     gradient_kernel: GradientKernel | None = None  # wrappable by SmoothGrad
+    takes_baseline: bool = False  # params["baseline_image"]: the caller's tensor or None
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -37,7 +38,7 @@ _METHODS: dict[str, MethodSpec] = {}
 def register_method(
     name: str, *, params: tuple[Param, ...] = (), uses_layer: bool = False,
     spatial_layer: bool = False, needs_target: bool = True, needs_gradients: bool = False,
-    gradient_kernel: GradientKernel | None = None,
+    gradient_kernel: GradientKernel | None = None, takes_baseline: bool = False,
 ) -> Callable[[Orchestration], Orchestration]:
     """Register an orchestration coroutine under `name`."""
     def decorator(run: Orchestration) -> Orchestration:
@@ -46,7 +47,7 @@ def register_method(
         description = (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else ""
         _METHODS[name] = MethodSpec(name, run, params, uses_layer, spatial_layer, description,
                                     needs_target, needs_gradients or gradient_kernel is not None,
-                                    gradient_kernel)
+                                    gradient_kernel, takes_baseline)
         return run
     return decorator
 
