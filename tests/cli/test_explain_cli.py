@@ -75,3 +75,20 @@ def test_models_lists_the_demo_model(demo_server, demo_client, capsys):
     assert (name, arch, devices) == (described.name, described.arch, ",".join(described.devices))
     assert classes == f"{len(described.labels)} classes"
     assert described.labels == CLASS_NAMES
+
+
+def test_models_layers_prints_each_layer_with_its_layout(demo_server, demo_client, capsys):
+    code = main(["models", "--server", demo_server.address, "--layers", "demo"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    described = demo_client.get_model("demo")
+    assert len(lines) == len(described.layers)
+    for line, layer in zip(lines, described.layers):
+        name, kind, shape, layout = line.split("\t")
+        assert name.rstrip("*") == layer.name and kind == layer.type
+        assert name.endswith("*") == (layer.name == described.default_layer)
+        assert shape == "x".join(map(str, layer.output_shape)) and layout == str(layer.layout)
+    default = next(line for line in lines if line.split("\t")[0].endswith("*"))
+    assert default.split("\t")[3].startswith("nchw ")
+    assert main(["models", "--server", demo_server.address, "--layers", "nope"]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
