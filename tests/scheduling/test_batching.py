@@ -51,8 +51,11 @@ def test_concurrent_requests_are_coalesced_and_equal_their_solo_results():
         metric(before, "explainserve_batch_size_sum", model="coalesce")
     assert rows == 8 and batches <= 2  # 8 requests shared at most two passes
     for shared, solo in zip(together, alone):
-        # Equal up to float32 rounding: a batched convolution may sum in another order.
-        np.testing.assert_allclose(shared[0].attribution, solo[0].attribution, rtol=1e-5, atol=1e-9)
+        # Equal up to float32 rounding: a batched convolution may sum in another order, and
+        # Grad-CAM's weighted sum cancels, so rounding is relative to the map's peak.
+        peak = float(np.abs(solo[0].attribution).max())
+        np.testing.assert_allclose(shared[0].attribution, solo[0].attribution, rtol=1e-5,
+                                   atol=1e-5 * peak)
         assert shared[0].target == solo[0].target
 
 
