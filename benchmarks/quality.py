@@ -27,6 +27,7 @@ from explainserve.app import BackgroundServer
 from explainserve.config import ServerConfig
 from explainserve.models.demo import shapes
 from explainserve.models.demo.repository import demo_model_config
+from explainserve.methods.explain import sanity
 from explainserve_client import Client
 
 from results import add_out_argument, write_result  # benchmarks/ is on the path
@@ -90,6 +91,24 @@ def discriminativeness(client: Client, method: str, params: dict, samples) -> di
             "map_correlation": float(np.nanmean([similar for _, similar in results]))}
 
 
+# Deletion and insertion (Petsiuk et al. 2018), computed by the server: 32 steps of 128 pixels.
+FAITHFULNESS_STEPS = 32
+
+
+def faithfulness_scores(client: Client, method: str, params: dict, samples) -> dict:
+    """Mean deletion AUC (lower is better) and insertion AUC (higher is better) of the map for
+    the true class, with each score's RISE baseline (constant 0 / blurred image)."""
+    def explain(sample) -> tuple[float, float]:
+        (explanation,) = client.explain(sample.image, model="demo", method=method,
+                                        targets=list(sample.labels), outputs=("heatmap",),
+                                        evaluate=("deletion", "insertion"),
+                                        evaluation_steps=FAITHFULNESS_STEPS, **params)
+        return explanation.quality["deletion_auc"], explanation.quality["insertion_auc"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        deletion, insertion = zip(*pool.map(explain, samples))
+    return {"deletion_auc": float(np.mean(deletion)), "insertion_auc": float(np.mean(insertion))}
+
+
 def predicted_accuracy(client: Client, samples) -> float:
     """The demo model's top-1 accuracy on the same single-object images, for context."""
     def correct(sample) -> bool:
@@ -112,7 +131,9 @@ def measure(count: int) -> dict:
             started = time.perf_counter()
             row = {"label": label, "method": method, "params": params,
                    **pointing_game(client, method, params, singles),
-                   **discriminativeness(client, method, params, pairs)}
+                   **discriminativeness(client, method, params, pairs),
+                   **faithfulness_scores(client, method, params, singles),
+                   "sanity": sanity.verdict(method).verdict}
             row["seconds"] = time.perf_counter() - started
             rows.append(row)
             print(f"{label:24s} pointing {row['pointing_game']:.3f} "

@@ -59,6 +59,46 @@ def test_two_object_masks_are_non_empty_disjoint_and_inside_the_image() -> None:
             assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
+def test_varied_images_are_deterministic_with_disjoint_masks_inside_the_image() -> None:
+    first = shapes.generate(60, seed=5, two_object_fraction=0.5, varied=True)
+    second = shapes.generate(60, seed=5, two_object_fraction=0.5, varied=True)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(first, second))
+    assert any(len(s.labels) == 1 for s in first) and any(len(s.labels) == 2 for s in first)
+    for sample in first:
+        assert sample.image.shape == (64, 64, 3) and sample.image.dtype == np.uint8
+        assert len(sample.labels) == len(sample.masks)
+        for mask in sample.masks:
+            assert mask.sum() > 0
+            assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+        if len(sample.masks) == 2:
+            assert not (sample.masks[0] & sample.masks[1]).any()
+
+
+def test_varied_sizes_span_12_to_48_pixels() -> None:
+    widths = []
+    for sample in shapes.generate(300, seed=6, varied=True):
+        ys, xs = np.nonzero(sample.masks[0])
+        widths.append(max(np.ptp(ys), np.ptp(xs)) + 1)
+    assert min(widths) <= 14 and max(widths) >= 40
+
+
+def test_an_occluded_object_loses_what_the_upper_one_covers() -> None:
+    rng = np.random.default_rng(9)
+    for _ in range(20):
+        sample = shapes.draw_sample(rng, 2, classes=(0, 1), varied=True, occluded=True)
+        lower, upper = sample.masks
+        assert lower.sum() > 0 and upper.sum() > 0
+        # the lower disc's mask stops where the square begins: grown by one pixel, it meets it
+        grown = np.zeros_like(lower)
+        grown[1:] |= lower[:-1]
+        grown[:-1] |= lower[1:]
+        grown[:, 1:] |= lower[:, :-1]
+        grown[:, :-1] |= lower[:, 1:]
+        assert (grown & upper).any()
+    with pytest.raises(ValueError, match="varied"):
+        shapes.draw_sample(np.random.default_rng(0), 2, occluded=True)
+
+
 def test_draw_sample_honours_requested_classes() -> None:
     sample = shapes.draw_sample(np.random.default_rng(0), num_objects=2, classes=(5, 2))
     assert sample.labels == (5, 2)
@@ -82,11 +122,11 @@ def test_labels_file_lists_the_class_names() -> None:
     assert tuple(demo.DEMO_LABELS_PATH.read_text().splitlines()) == shapes.CLASS_NAMES
 
 
-def test_default_layer_is_an_8x8_map_feeding_the_pool(trained_model: torch.nn.Module) -> None:
+def test_default_layer_is_a_16x16_map_feeding_the_pool(trained_model: torch.nn.Module) -> None:
     zeros = torch.zeros(1, 3, demo.DEMO_INPUT_SIZE, demo.DEMO_INPUT_SIZE)
     captured, logits = layer_outputs(trained_model, [demo.DEMO_DEFAULT_LAYER], zeros)
     maps = captured[demo.DEMO_DEFAULT_LAYER]
-    assert maps.shape[-2:] == (8, 8)
+    assert maps.shape[-2:] == (16, 16)  # a CAM cell per 4x4 pixels
     # CAM's identity: the logits are the classifier applied to the spatial mean of the map.
     with torch.no_grad():
         expected = trained_model.classifier(maps.mean(dim=(2, 3)))

@@ -17,18 +17,22 @@ DEMO_MEAN = (0.498, 0.497, 0.501)
 DEMO_STD = (0.241, 0.242, 0.245)
 DEMO_INPUT_SIZE = 64
 DEMO_NUM_CLASSES = 8
-DEMO_DEFAULT_LAYER = "features.block4.relu"  # 8x8 for a 64x64 input; feeds `pool` directly
+DEMO_DEFAULT_LAYER = "features.block4.relu"  # 16x16 for a 64x64 input; feeds `pool` directly
 DEMO_ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_WEIGHTS_PATH = DEMO_ASSETS_DIR / "demo.safetensors"
 DEMO_LABELS_PATH = DEMO_ASSETS_DIR / "demo_labels.txt"
 
-# (in_channels, out_channels, downsample?) per block: 64 -> 32 -> 16 -> 8 -> 8 pixels.
-_BLOCKS = ((3, 16, True), (16, 32, True), (32, 64, True), (64, 128, False))
+# (in_channels, out_channels, downsample?, dilation) per block: 64 -> 32 -> 16 -> 16 -> 16
+# pixels. The last two blocks stay at 16x16 (a CAM 4 pixels per cell) and grow the receptive
+# field with dilation instead: 10 (block2) -> 26 -> 58 pixels, so a cell at the centre of the
+# largest (48-pixel) object sees all of it and can hold that object's evidence itself.
+_BLOCKS = ((3, 16, True, 1), (16, 32, True, 1), (32, 64, False, 2), (64, 128, False, 4))
 
 
-def _conv_block(in_channels: int, out_channels: int, downsample: bool) -> nn.Sequential:
-    layers = OrderedDict(
-        conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False))
+def _conv_block(in_channels: int, out_channels: int, downsample: bool,
+                dilation: int) -> nn.Sequential:
+    layers = OrderedDict(conv=nn.Conv2d(in_channels, out_channels, kernel_size=3,
+                                        padding=dilation, dilation=dilation, bias=False))
     if downsample:
         # Pool straight after the conv: BN and ReLU then touch 4x fewer values, which is most
         # of the CPU training time at 64x64.
