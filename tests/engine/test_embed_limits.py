@@ -131,6 +131,8 @@ def test_a_stream_over_its_byte_bound_ends_resource_exhausted_naming_it(bounded)
     details = caught.value.details()
     assert "max_embed_stream_bytes" in details and f"{STREAM_BYTES} bytes" in details
     assert "item 8" in details
+    # Pushback -1: the same stream would fail again, so no client retry policy retries it.
+    assert ("grpc-retry-pushback-ms", "-1") in tuple(caught.value.trailing_metadata())
     # The failed stream's share was given back: a whole bound's worth fits again.
     assert eventually_embeds(bounded, 8)[-1].summary.count == 8
 

@@ -131,7 +131,9 @@ def test_restarts_keep_the_best_start(demo_client):
     best = list(demo_client.maximize_frames("demo", [2], restarts=3, **kwargs))
     assert [f.step for f in best] == [8, 16]
     for single, chosen in zip(alone, best):
-        assert chosen.objective_value >= single.objective_value
+        # The first start runs in a batch of 3 here and alone there: equal up to float32
+        # rounding when it is the best of the three.
+        assert chosen.objective_value >= single.objective_value - 1e-6 * (1 + abs(single.objective_value))
 
 
 def test_fourier_parameterisation_and_a_start_image(demo_client, demo_module):

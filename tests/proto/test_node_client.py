@@ -116,9 +116,13 @@ def test_node_gradcam_heatmap_equals_the_python_clients(node_answer, demo_server
     node_heatmap = np.asarray(heatmap["data"], dtype=np.float32).reshape(heatmap["shape"])
     assert node_heatmap.max() == pytest.approx(1.0)  # scaled to [0, 1]: not all zeros
     assert np.abs(node_heatmap - expected.heatmap).max() < 1e-6
-    attribution = explanation["attribution"]  # Grad-CAM at the 8x8 default layer
-    assert attribution["shape"] == list(expected.attribution.shape) == [8, 8]
-    node_attribution = np.asarray(attribution["data"], dtype=np.float32).reshape(8, 8)
+    attribution = explanation["attribution"]  # Grad-CAM at the default layer's [h, w] grid
+    with Client(demo_server.address) as client:
+        described = client.get_model("demo")
+    default = next(layer for layer in described.layers if layer.name == described.default_layer)
+    grid = list(default.output_shape[1:])
+    assert attribution["shape"] == list(expected.attribution.shape) == grid == [16, 16]
+    node_attribution = np.asarray(attribution["data"], dtype=np.float32).reshape(grid)
     assert np.abs(node_attribution - expected.attribution).max() < 1e-6
 
 

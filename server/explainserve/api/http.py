@@ -132,8 +132,9 @@ def route(gate: Gate, rpc: str, handler: Handler, *, health: bool = False) -> Ha
         except ServiceError as error:
             status = error.status
             code = getattr(error, "code", None) or HTTP_STATUS.get(error.status, 500)
+            # pushback -1 means "do not retry": no Retry-After then
             headers = ({"Retry-After": str(max(1, round(error.retry_after_ms / 1000)))}
-                       if error.retry_after_ms is not None else None)
+                       if error.retry_after_ms is not None and error.retry_after_ms >= 0 else None)
             response = error_response(code, error.message, headers)
         except asyncio.CancelledError:
             status = "CANCELLED"

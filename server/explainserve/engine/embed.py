@@ -160,7 +160,8 @@ class EmbedSession:
         if self._received >= self._engine.limits.max_embed_items:
             raise ResourceExhausted(
                 f"an Embed stream holds at most {self._engine.limits.max_embed_items} items; "
-                f"item {self._received} is one too many (split the set, or raise max_embed_items)")
+                f"item {self._received} is one too many (split the set, or raise max_embed_items)",
+                retry_after_ms=-1)  # pushback -1: the same stream would fail again; never retried
         self._received += 1
         return self._received - 1
 
@@ -216,7 +217,8 @@ class EmbedSession:
                 f"an Embed stream keeps at most max_embed_stream_bytes = "
                 f"{limits.max_embed_stream_bytes} bytes of vectors and top-k patches; item "
                 f"{index} would make it {total} bytes (pool the vectors, embed at a smaller "
-                "layer, ask for fewer top units, or split the set)")
+                "layer, ask for fewer top units, or split the set)",
+                retry_after_ms=-1)  # pushback -1: the same stream would fail again; never retried
         extra = total - self._held_bytes
         if not self._budget.reserve(extra):
             raise ResourceExhausted(
