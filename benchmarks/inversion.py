@@ -4,7 +4,7 @@ One command writes docs/results/inversion.json:
     python benchmarks/inversion.py [--quick] [--out FILE.json]
 
 For one generated image per class (`shapes.draw_shape(name, seed=3)`), Maximize inverts its
-code at the last Conv2d (`features.block4.conv`, 128x8x8) from seeded noise (`seed=2`) with the
+code at the last Conv2d (`features.block4.conv`, 128x16x16) from seeded noise (`seed=2`) with the
 request defaults, one request at a time. Measured here, in-process on the returned tensor: the
 relative code error ||Phi(x) - Phi0|| / ||Phi0||, whether the reconstruction has the
 original's class, and each request's wall time. tests/engine/test_maximize.py asserts the star's
