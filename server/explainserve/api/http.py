@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -92,8 +92,8 @@ async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 def parse_json(body: bytes, what: str = "request body") -> Any:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return orjson.loads(body)  # several times faster than json on tensor-sized bodies
+    except orjson.JSONDecodeError as error:
         raise InvalidArgument(f"the {what} ({len(body)} bytes) is not valid JSON: {error}") from None
 
 

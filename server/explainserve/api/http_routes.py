@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
+import orjson
 from explainserve_client import wire_names
 from explainserve_client._proto import explainer_pb2 as pb
 from explainserve_client.embed import assemble_embedding
@@ -66,9 +67,25 @@ def _json_tensor(item: Any, index: int, binary: bytes | None, offset: int) -> tu
             raise InvalidArgument(f"input {echo(str(name))}: binary_data_size {size!r} does not "
                                   "match the binary data after the JSON header")
         return oip.tensor_from_raw(name, datatype, shape, binary[offset:offset + size]), offset + size
-    data = np.asarray(item.get("data", [])).ravel().tolist() if datatype != "BYTES" else [
-        _b64(value, f"input {name!r} element") for value in _flat(item.get("data", []))]
+    if datatype == "BYTES":
+        data = [_b64(value, f"input {name!r} element") for value in _flat(item.get("data", []))]
+    else:
+        try:  # nested lists of numbers straight into an array; oip checks kind and range
+            data = np.asarray(item.get("data", [])).ravel()
+        except ValueError:  # ragged nesting
+            raise oip.TensorMismatch(f"input {echo(str(name))}: data is not a regular array "
+                                     "of numbers") from None
     return oip.tensor_from_values(name, datatype, shape, data), offset
+
+
+def _infer_document(body: bytes, binary: bytes | None) -> tuple[dict[str, Any], list]:
+    """The JSON header and its input tensors (on a worker thread: tensor-sized JSON)."""
+    document = json_object(body)
+    inputs, offset = [], 0
+    for index, item in enumerate(document.get("inputs") or []):
+        tensor, offset = _json_tensor(item, index, binary, offset)
+        inputs.append(tensor)
+    return document, inputs
 
 
 def _flat(values: Any) -> list:
@@ -91,7 +108,7 @@ def _output_json(tensor: oip.WireTensor, binary: bool) -> tuple[dict[str, Any], 
         if not readable:
             head["parameters"] = {"content_type": "base64"}
     else:
-        head["data"] = np.asarray(tensor.data).ravel().tolist()
+        head["data"] = np.ascontiguousarray(tensor.data).ravel()  # orjson writes it natively
     return head, b""
 
 
@@ -140,11 +157,7 @@ class Routes:
                                       f"within the {len(body)}-byte body")
             body, binary = body[:int(header_length)], body[int(header_length):]
         # Parsing and writing JSON of a whole tensor takes milliseconds: off the event loop.
-        document = await asyncio.to_thread(json_object, body)
-        inputs, offset = [], 0
-        for index, item in enumerate(document.get("inputs") or []):
-            tensor, offset = _json_tensor(item, index, binary, offset)
-            inputs.append(tensor)
+        document, inputs = await asyncio.to_thread(_infer_document, body, binary)
         wanted = document.get("outputs") or []
         if not isinstance(wanted, list) or not all(isinstance(o, dict) for o in wanted):
             raise InvalidArgument("outputs must be a list of objects with a name")
@@ -323,7 +336,7 @@ def _infer_answer(model: str, document: dict[str, Any], tensors: list[oip.WireTe
         tail.append(raw)
     answer = {"model_name": model, "model_version": oip.MODEL_VERSION, "outputs": heads,
               **({"id": document["id"]} if "id" in document else {})}
-    return json.dumps(answer).encode(), tail
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), tail
 
 
 def _frame_json(frame: pb.MaximizeResponse) -> dict[str, Any]:

@@ -99,11 +99,29 @@ def tensor_from_values(name: str, datatype: str, shape: Sequence[int],
                               f"{list(shape)} needs {count}")
     if datatype == "BYTES":
         return WireTensor(name, datatype, shape, [bytes(v) for v in values])
+    dtype = NUMPY_TYPES[datatype]
+    if isinstance(values, np.ndarray):
+        return WireTensor(name, datatype, shape, _checked_cast(name, datatype, values, dtype).reshape(shape))
     try:
-        data = np.asarray(values, dtype=NUMPY_TYPES[datatype]).reshape(shape)
+        data = np.asarray(values, dtype=dtype).reshape(shape)
     except (TypeError, ValueError, OverflowError) as error:
         raise TensorMismatch(f"input {echo(name)}: its elements are not {datatype}: {error}") from None
     return WireTensor(name, datatype, shape, data)
+
+
+def _checked_cast(name: str, datatype: str, values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Parsed JSON numbers as `dtype`, refusing what a cast would change (a fraction or an
+    out-of-range value for an integer type, a number for BOOL) rather than wrapping it."""
+    kind = values.dtype.kind
+    fits = (kind == "b" if dtype.kind == "b" else
+            kind in "biu" if dtype.kind in "iu" else kind in "biuf")
+    if fits and dtype.kind in "iu" and values.size:
+        limits = np.iinfo(dtype)
+        fits = limits.min <= values.min() and values.max() <= limits.max
+    if not fits:
+        raise TensorMismatch(f"input {echo(name)}: its elements are not {datatype} "
+                             f"(got {values.dtype.name} values)")
+    return values.astype(dtype, copy=False)
 
 
 def tensor_from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> WireTensor:
