@@ -31,16 +31,25 @@ PLACEHOLDER = "Not yet measured"
 
 @dataclass(frozen=True)
 class Table:
-    source: str  # docs/results/<source>.json, written by benchmarks/<source>.py
+    source: str  # docs/results/<source>.json
     render: Callable[[dict], list[str]]
+    command: str = ""  # what writes it; "" means `python benchmarks/<source>.py`
+
+    @property
+    def run(self) -> str:
+        return self.command or f"python benchmarks/{self.source}.py"
+
+    @property
+    def script(self) -> str:
+        return self.run.split()[1]
 
 
 TABLES: dict[str, Table] = {}
 
 
-def table(name: str, source: str | None = None) -> Callable:
+def table(name: str, source: str | None = None, command: str = "") -> Callable:
     def register(render: Callable[[dict], list[str]]) -> Callable[[dict], list[str]]:
-        TABLES[name] = Table(source or name, render)
+        TABLES[name] = Table(source or name, render, command)
         return render
     return register
 
@@ -141,7 +150,7 @@ def load_table(result: dict) -> list[str]:
     return lines
 
 
-@table("load_deadlines")
+@table("load_deadlines", command="python benchmarks/load.py --only deadlines,alone")
 def load_deadlines_table(result: dict) -> list[str]:
     f = result["figures"]
     ratios = f["ratios"]
@@ -600,8 +609,8 @@ def load_results(folder: Path) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
 
 
-def placeholder(source: str) -> list[str]:
-    return [f"*{PLACEHOLDER}: run `python benchmarks/{source}.py`, then "
+def placeholder(spec: Table) -> list[str]:
+    return [f"*{PLACEHOLDER}: run `{spec.run}`, then "
             "`python benchmarks/tables.py`.*"]
 
 
@@ -609,7 +618,7 @@ def render_block(name: str, results: dict[str, dict]) -> str:
     spec = TABLES[name]
     result = results.get(spec.source)
     if result is None:
-        lines = placeholder(spec.source)
+        lines = placeholder(spec)
     else:
         lines = [provenance(result, spec.source), "", *spec.render(result)]
     return "\n".join(lines) + "\n"
@@ -630,16 +639,16 @@ def update(text: str, results: dict[str, dict], where: str = "") -> tuple[str, l
         except (KeyError, TypeError, ValueError, StopIteration, ZeroDivisionError) as error:
             problems.append(f"{where}: table {name!r}: docs/results/{spec.source}.json lacks "
                             f"what the table needs ({type(error).__name__}: {error}); rerun "
-                            f"`python benchmarks/{spec.source}.py`")
+                            f"`{spec.run}`")
             return match[0]
         result = results.get(spec.source)
         if result is None:
             problems.append(f"{where}: table {name!r} is {PLACEHOLDER.lower()}: there is no "
-                            f"docs/results/{spec.source}.json; run `python benchmarks/"
-                            f"{spec.source}.py`, then `python benchmarks/tables.py`")
+                            f"docs/results/{spec.source}.json; run `{spec.run}`, then "
+                            "`python benchmarks/tables.py`")
         elif result.get("settings", {}).get("quick"):
             problems.append(f"{where}: table {name!r} comes from a --quick run "
-                            f"({result['command']}); run `python benchmarks/{spec.source}.py`")
+                            f"({result['command']}); run `{spec.run}`")
         if body != match["body"]:
             problems.append(f"{where}: table {name!r} differs from what docs/results/"
                             f"{spec.source}.json generates; run `python benchmarks/tables.py`")

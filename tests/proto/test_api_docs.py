@@ -132,7 +132,8 @@ def test_the_documented_service_config_retries_a_full_queue_after_the_pushback(m
     attempts = config["methodConfig"][0]["retryPolicy"]["maxAttempts"]
     image = np.zeros((3, 8, 8), dtype=np.float32)
     with running_server((refusing,)) as server:
-        with Client(server.address, timeout=30) as plain:
+        # service_config=None: no retry policy, so exactly one refusal before the count below
+        with Client(server.address, timeout=30, service_config=None) as plain:
             request = plain.explain_request(image, "linear_full", "saliency", targets=[0])
             with pytest.raises(grpc.RpcError) as refused:
                 list(plain.stub.Explain(request, timeout=30))
@@ -140,6 +141,7 @@ def test_the_documented_service_config_retries_a_full_queue_after_the_pushback(m
         pushback = dict(refused.value.trailing_metadata())["grpc-retry-pushback-ms"]
         assert int(pushback) > 0
         before = refusals_counted("linear_full", at_least=1)
+        assert before == 1
         with Client(server.address, timeout=30,
                     options=[("grpc.service_config", json.dumps(config))]) as retrying:
             with pytest.raises(ExplainServeError) as gave_up:
