@@ -133,6 +133,22 @@ class TensorRows:
                    torch.tensor(targets, dtype=torch.long))
 
 
+@dataclass(frozen=True, eq=False)
+class RowWindow:
+    """Rows [start, stop) of other rows: a many-row method submits its rows window by window,
+    so only one window's inputs and outputs exist at a time."""
+
+    rows: Rows
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def take(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        return self.rows.take(self.start + start, self.start + stop)
+
+
 @dataclass
 class Attribution:
     """One target's result, on the CPU."""

@@ -5,13 +5,11 @@ exist at a time. Every pass returns all class scores, so a request's targets sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from explainserve.errors import InvalidArgument
-from explainserve.methods.base import Context, Kernel, Rows
+from explainserve.methods.base import Context, Kernel, Rows, RowWindow
 from explainserve.models.layouts import LayerLayout
 
 ROWS_PER_WINDOW = 512
@@ -25,25 +23,10 @@ def check_channels(method: str, layer: str, layout: LayerLayout, limit: int) -> 
             f"forward pass per channel; at most {limit} (choose a layer with fewer channels)")
 
 
-@dataclass(frozen=True, eq=False)
-class Window:
-    """Rows [start, stop) of other rows."""
-
-    rows: Rows
-    start: int
-    stop: int
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def take(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        return self.rows.take(self.start + start, self.start + stop)
-
-
 async def run_in_windows(ctx: Context, kernel: Kernel, rows: Rows, output: str = "logits") -> Tensor:
     """The kernel's `output` for every row, window by window, stacked in row order."""
     parts = []
     for start in range(0, len(rows), ROWS_PER_WINDOW):
-        window = Window(rows, start, min(start + ROWS_PER_WINDOW, len(rows)))
+        window = RowWindow(rows, start, min(start + ROWS_PER_WINDOW, len(rows)))
         parts.append((await ctx.run(kernel, window))[output])
     return torch.cat(parts)

@@ -23,7 +23,8 @@ from explainserve.methods.explain.baselines import Baseline
 from explainserve.methods.explain.predict import logits_kernel
 from explainserve.methods.explain.quadrature import minimum_steps, nodes, refined_steps, reuse
 from explainserve.methods.explain.saliency import input_gradient
-from explainserve.methods.explain.smoothgrad import ROWS_PER_WINDOW, RowWindow
+from explainserve.methods.base import RowWindow
+from explainserve.methods.explain.smoothgrad import ROWS_PER_WINDOW
 
 
 def path_gradient_kernel(model: ModelHandle, inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:

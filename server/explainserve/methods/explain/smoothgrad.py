@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from explainserve.errors import InvalidArgument
-from explainserve.methods.base import (PREDICTED, Attribution, Kernel, Param, TensorRows, gradient_heatmap,
+from explainserve.methods.base import (PREDICTED, Attribution, Kernel, Param, RowWindow, TensorRows, gradient_heatmap,
                                       parse_params)
 from explainserve.methods.explain.predict import logits_kernel
 from explainserve.methods.explain.registry import get_method, list_methods, register_method
@@ -63,21 +63,6 @@ class NoisyRows:
                                                         row % self.samples) for row in rows])
         targets = torch.tensor([self.targets[row // self.samples] for row in rows], dtype=torch.long)
         return inputs, targets
-
-
-@dataclass(frozen=True, eq=False)
-class RowWindow:
-    """Rows [start, stop) of other rows."""
-
-    rows: NoisyRows  # or any other Rows
-    start: int
-    stop: int
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def take(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        return self.rows.take(self.start + start, self.start + stop)
 
 
 async def mean_attribution(ctx, kernel: Kernel, rows: NoisyRows, squared: bool) -> Tensor:
